@@ -1,0 +1,1 @@
+"""Shared fixtures. Heavy resources (the Docker engine, built sample assets) are session-scoped."""
