@@ -1,0 +1,371 @@
+"""The offline stand-in for ``public.ecr.aws/panorama/panorama-application``.
+
+Package Dockerfiles start ``FROM public.ecr.aws/panorama/panorama-application`` (often with the tag
+``1.2.0-py3.8``). No container registry is needed here: :func:`ensure_base_image` builds a local image
+under that name, with the tags in :data:`BASE_IMAGE_TAGS`, from Debian packages.
+
+How it is made:
+
+1. ``debootstrap --variant=minbase`` of Debian 12 (bookworm) from the host's configured Debian mirror, with
+   python3, pip, numpy and the shared libraries that PyPI's ``opencv-python`` loads (libGL, GLib, SM, Xext,
+   Xrender). Headless OpenCV is PyPI's ``opencv-python-headless`` wheel (fetched by the host's pip) installed
+   into the system Python: Debian's ``python3-opencv`` would drag in GTK/Qt, FFmpeg and GStreamer. The
+   result is cached as ``rootfs-<recipe>.tar.gz`` in the cache directory, so a rebuild does not run
+   debootstrap again (see :mod:`emulator.build.base_rootfs`).
+2. The tarball is imported into the engine, then a small build adds the host's CA bundle (so that
+   ``pip install`` in a package's ``RUN`` step works wherever the host's pip works, also behind a
+   TLS-intercepting proxy), an ``/etc/pip.conf`` (``cert`` plus the host's http(s) index and proxy settings),
+   labels and a default ``CMD``.
+
+How the stand-in differs from the real image:
+
+- Debian 12 with Python 3.11 and NumPy 1.24, where the real images are Ubuntu 20.04 based with Python 3.8
+  (``1.2.0-py3.8``: Python 3.8.0, NumPy 1.24.3; ``1.2.1-arm64v8``: Python 3.8.10).
+- Every tag holds the host's architecture; ``1.2.1-arm64v8`` is not an arm64 image here.
+- No CUDA, TensorRT, cuDNN or other Jetson libraries.
+- No ``panoramasdk``: the emulator injects its own SDK into the application's sandbox at run time.
+- ``pip install`` into the system Python is allowed (the EXTERNALLY-MANAGED marker is removed), as on the
+  real image.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from emulator.build.base_rootfs import (
+    DEBIAN_PACKAGES,
+    DEBIAN_SUITE,
+    OPENCV_REQUIREMENT,
+    RECIPE_VERSION,
+    BaseImageError,
+    cache_dir,
+    debian_arch,
+    recipe_key,
+    rootfs_tarball,
+)
+from emulator.errors import EngineError
+
+__all__ = [
+    "BASE_IMAGE_REPOSITORY",
+    "BASE_IMAGE_TAGS",
+    "DEBIAN_PACKAGES",
+    "DEBIAN_SUITE",
+    "LABEL_HOST_CONFIG",
+    "LABEL_RECIPE",
+    "OPENCV_REQUIREMENT",
+    "RECIPE_VERSION",
+    "BaseImageError",
+    "cache_dir",
+    "docker_client",
+    "ensure_base_image",
+    "recipe_key",
+]
+
+BASE_IMAGE_REPOSITORY = "public.ecr.aws/panorama/panorama-application"
+BASE_IMAGE_TAGS: tuple[str, ...] = ("latest", "1.2.0-py3.8", "1.2.1-arm64v8")
+
+LABEL_PREFIX = "org.panorama-emulator"
+LABEL_RECIPE = f"{LABEL_PREFIX}.recipe"
+LABEL_HOST_CONFIG = f"{LABEL_PREFIX}.host-config"
+
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+DEFAULT_CMD = ["python3"]
+
+
+def docker_client() -> docker.DockerClient:
+    """Connect to the Docker engine named by the environment (``DOCKER_HOST``, else the local socket).
+
+    Returns:
+        A client whose engine answered a ping.
+
+    Raises:
+        EngineError: no engine answers, with how to start one.
+    """
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise EngineError(
+            f"no Docker engine answers at {where} ({reason}): start one (sudo systemctl start docker, "
+            "or sudo dockerd) or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+# --- host configuration baked into the image -----------------------------------------------------------
+
+
+def _host_pip_settings() -> dict[str, str]:
+    """The host's pip settings (config files, then PIP_* environment) that matter inside the image."""
+    parser = configparser.RawConfigParser()
+    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), Path.home() / ".pip" / "pip.conf"]
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    files.append((Path(xdg) if xdg else Path.home() / ".config") / "pip" / "pip.conf")
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
+    with contextlib.suppress(configparser.Error):
+        parser.read([str(file) for file in files])
+    settings: dict[str, str] = {}
+    for section in ("global", "install"):
+        if parser.has_section(section):
+            settings.update({key: value for key, value in parser.items(section)})
+    for key in ("index-url", "extra-index-url", "trusted-host", "proxy", "cert", "timeout"):
+        value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
+        if value:
+            settings[key] = value
+    return settings
+
+
+def _image_pip_conf(settings: dict[str, str]) -> str:
+    """The image's /etc/pip.conf: the CA bundle plus the network settings that make sense in a container."""
+    lines = ["[global]", f"cert = {IMAGE_CA_BUNDLE}"]
+
+    def urls(value: str) -> list[str]:
+        return [url for url in value.split() if url.startswith(("http://", "https://"))]
+
+    index = urls(settings.get("index-url", ""))
+    if index:
+        lines.append(f"index-url = {index[0]}")
+    extra = urls(settings.get("extra-index-url", ""))
+    if extra:
+        lines.append("extra-index-url = " + " ".join(extra))
+    if settings.get("trusted-host"):
+        lines.append("trusted-host = " + " ".join(settings["trusted-host"].split()))
+    proxy = settings.get("proxy") or os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
+    if proxy:
+        lines.append(f"proxy = {proxy}")
+    if settings.get("timeout"):
+        lines.append(f"timeout = {settings['timeout']}")
+    return "\n".join(lines) + "\n"
+
+
+def _host_ca_bundle(settings: dict[str, str]) -> bytes | None:
+    """The CA bundle the host's pip trusts (its ``cert`` setting, else the system bundle)."""
+    for candidate in (settings.get("cert"), os.environ.get("SSL_CERT_FILE"), str(HOST_CA_BUNDLE)):
+        if candidate and Path(candidate).is_file():
+            with contextlib.suppress(OSError):
+                return Path(candidate).read_bytes()
+    return None
+
+
+# --- the engine side -----------------------------------------------------------------------------------
+
+
+def _current_image(client: docker.DockerClient, key: str, host_config: str) -> Any | None:
+    """The ``latest`` image if it carries the current recipe and host configuration labels."""
+    try:
+        image = client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest")
+    except docker.errors.ImageNotFound:
+        return None
+    labels = image.labels or {}
+    if labels.get(LABEL_RECIPE) == key and labels.get(LABEL_HOST_CONFIG) == host_config:
+        return image
+    return None
+
+
+def _import_rootfs(client: docker.DockerClient, tarball: Path, reference: str, progress: Progress) -> None:
+    size = tarball.stat().st_size
+    task = progress.add_task("importing into the engine", total=size)
+
+    def chunks() -> Iterator[bytes]:
+        with tarball.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                progress.advance(task, len(chunk))
+                yield chunk
+
+    repository, _, tag = reference.rpartition(":")
+    saved = client.api.timeout
+    client.api.timeout = None  # the engine answers only once the whole layer is unpacked
+    try:
+        result = client.api.import_image(src=chunks(), repository=repository, tag=tag, stream_src=True)
+    except docker.errors.DockerException as error:
+        raise EngineError(f"importing {tarball} into the engine failed: {error}") from None
+    finally:
+        client.api.timeout = saved
+    text = result if isinstance(result, str) else json.dumps(result)
+    if '"error"' in text or "errorDetail" in text:
+        raise BaseImageError(f"importing {tarball} into the engine failed: {text.strip()[-300:]}")
+
+
+def _context(parent: str, pip_conf: str, ca_bundle: bytes | None) -> io.BytesIO:
+    lines = [f"FROM {parent}"]
+    files = {"pip.conf": pip_conf.encode()}
+    if ca_bundle is not None:
+        files["ca-certificates.crt"] = ca_bundle
+        lines.append(f"COPY ca-certificates.crt {IMAGE_CA_BUNDLE}")
+    lines += [
+        "COPY pip.conf /etc/pip.conf",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
+        f"CMD {json.dumps(DEFAULT_CMD)}",
+    ]
+    files["Dockerfile"] = ("\n".join(lines) + "\n").encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            archive.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _build_final(
+    client: docker.DockerClient, parent: str, labels: dict[str, str], context: IO[bytes], progress: Progress
+) -> str:
+    task = progress.add_task("configuring the image", total=None)
+    tail: list[str] = []
+    image_id = ""
+    try:
+        for chunk in client.api.build(
+            fileobj=context, custom_context=True, tag=f"{BASE_IMAGE_REPOSITORY}:latest", labels=labels,
+            rm=True, forcerm=True, pull=False, network_mode="host", decode=True,
+        ):  # fmt: skip
+            if "error" in chunk:
+                raise BaseImageError(
+                    f"configuring the base image failed: {str(chunk['error']).strip()}", log_tail=tail
+                )
+            line = str(chunk.get("stream", "")).strip()
+            if line:
+                tail = [*tail[-19:], line]
+                progress.update(task, description=f"configuring the image: {line[:60]}")
+            if isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
+                image_id = str(chunk["aux"]["ID"])
+    except docker.errors.DockerException as error:
+        raise EngineError(f"configuring the base image failed: {error}") from None
+    progress.update(task, description="configuring the image: done", total=1, completed=1)
+    if not image_id:
+        image_id = str(client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest").id)
+    return image_id
+
+
+def _tag_all(client: docker.DockerClient, image_id: str) -> None:
+    for tag in BASE_IMAGE_TAGS:
+        client.api.tag(image_id, BASE_IMAGE_REPOSITORY, tag, force=True)
+
+
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """Serialise builds of the base image between processes sharing the cache."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "base-image.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_base_image(
+    *, force: bool = False, client: docker.DockerClient | None = None, console: Console | None = None
+) -> str:
+    """Make sure the stand-in base image exists under every tag in :data:`BASE_IMAGE_TAGS`.
+
+    Does nothing (one line says so) when ``latest`` already carries the current recipe and host
+    configuration. Otherwise imports the cached Debian rootfs (running debootstrap first if it is not cached)
+    and configures it.
+
+    Args:
+        force: rebuild the image even if it is up to date (the cached rootfs is reused).
+        client: the Docker client to use; by default one from the environment.
+        console: where progress and messages go; by default stderr.
+
+    Returns:
+        The image id (``sha256:...``).
+
+    Raises:
+        EngineError: no engine answers, or it refused a request.
+        BaseImageError: debootstrap is missing, needs root, or a build step failed.
+    """
+    console = console or Console(stderr=True, highlight=False)
+    client = client or docker_client()
+    cache = cache_dir()
+    settings = _host_pip_settings()
+    pip_conf = _image_pip_conf(settings)
+    ca_bundle = _host_ca_bundle(settings)
+    key = recipe_key()
+    host_config = hashlib.sha256(pip_conf.encode() + b"\0" + (ca_bundle or b"")).hexdigest()[:16]
+    with _locked(cache):
+        try:
+            current = None if force else _current_image(client, key, host_config)
+            if current is not None:
+                _tag_all(client, str(current.id))
+                short = str(current.id)[7:19]
+                console.print(
+                    f"{BASE_IMAGE_REPOSITORY} is up to date ({short}, recipe {key})", soft_wrap=True
+                )
+                return str(current.id)
+            previous = None
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                previous = str(client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest").id)
+        except docker.errors.DockerException as error:
+            raise EngineError(f"the Docker engine refused a request: {error}") from None
+        started = time.monotonic()
+        columns = (
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(),
+        )  # fmt: skip
+        with Progress(*columns, console=console, transient=False) as progress:
+            tarball, versions = rootfs_tarball(cache, console, progress)
+            parent = f"panorama-emulator/base-rootfs:{key}"
+            _import_rootfs(client, tarball, parent, progress)
+            labels = {
+                "org.opencontainers.image.title": "panorama-emulator stand-in for " + BASE_IMAGE_REPOSITORY,
+                "org.opencontainers.image.description": (
+                    "Offline stand-in built by panorama-emulator: Debian, not Ubuntu; host architecture; "
+                    "no CUDA/TensorRT/Jetson libraries; panoramasdk is injected at run time"
+                ),
+                f"{LABEL_PREFIX}.stand-in": "true",
+                LABEL_RECIPE: key,
+                LABEL_HOST_CONFIG: host_config,
+                f"{LABEL_PREFIX}.debian": f"{versions.get('debian', '?')} ({DEBIAN_SUITE})",
+                f"{LABEL_PREFIX}.python": versions.get("python", "?"),
+                f"{LABEL_PREFIX}.numpy": versions.get("numpy", "?"),
+                f"{LABEL_PREFIX}.opencv": versions.get("opencv", "?"),
+                f"{LABEL_PREFIX}.architecture": f"{debian_arch()} (the host's, for every tag)",
+            }
+            image_id = _build_final(client, parent, labels, _context(parent, pip_conf, ca_bundle), progress)
+        try:
+            _tag_all(client, image_id)
+            # Only the tag goes: the configured image is built on top of this one.
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_image(parent, noprune=True)
+            if previous and previous != image_id:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.remove_image(previous)
+        except docker.errors.DockerException as error:
+            raise EngineError(f"the Docker engine refused a request: {error}") from None
+    elapsed = time.monotonic() - started
+    console.print(
+        f"built {BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} ({image_id[7:19]}, Debian "
+        f"{versions.get('debian', '?')}, Python {versions.get('python', '?')}) in {elapsed:.0f} s",
+        soft_wrap=True,
+    )
+    return image_id
