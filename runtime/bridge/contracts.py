@@ -1,0 +1,120 @@
+"""What the bridge needs from its collaborators, as structural types.
+
+The node plan (:mod:`runtime.graph`), the model host (:mod:`runtime.models`) and the HDMI sink
+(:mod:`runtime.media.hdmi`) satisfy these protocols as they are; tests may pass small fakes instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from runtime.media.overlay import Output
+
+__all__ = [
+    "CodeNodeSpec",
+    "FrameSink",
+    "InterfaceSpec",
+    "ModelCaller",
+    "ModelDescriptorSpec",
+    "ModelInputSpec",
+    "ModelSpec",
+    "PlanSpec",
+    "PortSpec",
+]
+
+ParamValue = bool | int | float | str
+
+
+class PortSpec(Protocol):
+    """A port of a node interface (``emulator.manifests.Port``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
+class InterfaceSpec(Protocol):
+    """A node interface (``emulator.manifests.Interface``)."""
+
+    @property
+    def inputs(self) -> Sequence[PortSpec]: ...
+
+    @property
+    def outputs(self) -> Sequence[PortSpec]: ...
+
+
+class CodeNodeSpec(Protocol):
+    """A business-logic node of the plan (``runtime.graph.CodeNodePlan``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def interface(self) -> InterfaceSpec: ...
+
+    @property
+    def media_inputs(self) -> Mapping[str, Sequence[str]]: ...
+
+    @property
+    def params(self) -> Mapping[str, ParamValue]: ...
+
+    @property
+    def outputs(self) -> Mapping[str, Sequence[str]]: ...
+
+
+class ModelInputSpec(Protocol):
+    """One declared input of a model (``emulator.manifests.ModelInput``)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class ModelDescriptorSpec(Protocol):
+    """A model descriptor (``emulator.manifests.ModelDescriptor``)."""
+
+    @property
+    def inputs(self) -> Sequence[ModelInputSpec]: ...
+
+
+class ModelSpec(Protocol):
+    """A model node of the plan (``runtime.graph.ModelPlan``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def descriptor(self) -> ModelDescriptorSpec: ...
+
+
+class PlanSpec(Protocol):
+    """The application plan (``runtime.graph.AppPlan``)."""
+
+    @property
+    def code_nodes(self) -> Sequence[CodeNodeSpec]: ...
+
+    @property
+    def models(self) -> Sequence[ModelSpec]: ...
+
+
+class ModelCaller(Protocol):
+    """Runs model nodes for apps (``runtime.models.ModelHost``).
+
+    ``call`` raises ``KeyError`` for a node it does not serve and an exception whose ``str()`` is one line
+    (``emulator.errors.ModelError``) when the model fails.
+    """
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]: ...
+
+
+class FrameSink(Protocol):
+    """Where put frames go (``runtime.media.hdmi.HdmiSink``); ``show`` must not keep the images it gets."""
+
+    def show(self, outputs: Sequence[Output]) -> object: ...

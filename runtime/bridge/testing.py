@@ -1,0 +1,328 @@
+"""Small real plans, a fake model caller and an app launcher, for tests and benchmarks of the bridge.
+
+``app_plan(code_node(...))`` builds a real :class:`runtime.graph.AppPlan` without a project on disk;
+``FakeModels`` answers ``node.call`` with plain functions; ``launch_app`` runs an app script as a plain
+process (no sandbox) against a started :class:`~runtime.bridge.Runtime`, with host paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from emulator.manifests import Interface, ModelDescriptor, ModelInput, Port, RuntimeDescriptor
+from runtime.bridge.contracts import FrameSink, ModelCaller
+from runtime.bridge.runtime import Runtime
+from runtime.graph import AppPlan, CameraPlan, CodeNodePlan, ModelPlan, ParamValue, SinkPlan
+from runtime.media.camera import ArraySource, CameraSource
+
+__all__ = [
+    "HDMI_INTERFACE",
+    "AppResult",
+    "BridgeLab",
+    "FakeModels",
+    "app_plan",
+    "code_node",
+    "launch_app",
+    "model_plan",
+    "numbered_frames",
+]
+
+HDMI_INTERFACE = "panorama::hdmi_data_sink.hdmi0"
+_CAMERA_INTERFACE = "panorama::abstract_rtsp_media_source.rtsp_v1_interface"
+_PYTHON_TYPES = {bool: "boolean", int: "int32", float: "float32", str: "string"}
+
+
+def code_node(
+    name: str = "code_node",
+    *,
+    cameras: Sequence[str] = ("camera_node",),
+    params: Mapping[str, ParamValue] | None = None,
+    param_types: Mapping[str, str] | None = None,
+    media_inputs: Mapping[str, Sequence[str]] | None = None,
+    outputs: Mapping[str, Sequence[str]] | None = None,
+    launch: str = "onAppStart",
+) -> CodeNodePlan:
+    """A business-logic node with a ``video_in`` fed by ``cameras`` and a ``video_out`` shown on HDMI.
+
+    Args:
+        name: the node name.
+        cameras: camera nodes on ``video_in`` (ignored when ``media_inputs`` is given).
+        params: parameter input ports and their values (types follow the Python type unless given).
+        param_types: port -> ``boolean`` / ``int32`` / ``float32`` / ``string``, to override.
+        media_inputs: media input port -> camera nodes, instead of ``video_in``.
+        outputs: media output port -> sink nodes (default ``{"video_out": ("hdmi0",)}``).
+        launch: ``onAppStart``, ``onDemand`` or ``onSignal``.
+
+    Returns:
+        The plan of the node.
+    """
+    media = dict(media_inputs) if media_inputs is not None else {"video_in": tuple(cameras)}
+    outs = dict(outputs) if outputs is not None else {"video_out": ("hdmi0",)}
+    values = dict(params or {})
+    types = dict(param_types or {})
+    inputs = [Port(port, "media") for port in media]
+    inputs += [Port(port, types.get(port, _PYTHON_TYPES[type(value)])) for port, value in values.items()]
+    interface = Interface(
+        name=f"{name}_interface",
+        category="business_logic",
+        asset=f"{name}_asset",
+        inputs=tuple(inputs),
+        outputs=tuple(Port(port, "media") for port in outs),
+    )
+    return CodeNodePlan(
+        name=name,
+        package="123456789012::TEST_CODE",
+        interface=interface,
+        asset=f"{name}_asset",
+        asset_uri="0" * 64 + ".tar.gz",
+        descriptor_uri="0" * 64 + ".json",
+        descriptor=RuntimeDescriptor(path="python3", name="/panorama/app.py"),
+        launch=launch,
+        media_inputs={port: tuple(names) for port, names in media.items()},
+        params=values,
+        outputs={port: tuple(sinks) for port, sinks in outs.items()},
+    )
+
+
+def model_plan(name: str = "model_node", inputs: Sequence[str] = ("data",)) -> ModelPlan:
+    """A model node whose descriptor declares ``inputs`` (shape 1x3x224x224)."""
+    descriptor = ModelDescriptor(
+        framework="PYTORCH",
+        framework_version="1.8",
+        precision_mode=None,
+        inputs=tuple(ModelInput(item, (1, 3, 224, 224)) for item in inputs),
+    )
+    return ModelPlan(
+        name=name,
+        package="123456789012::TEST_MODEL",
+        asset=f"{name}_asset",
+        asset_uri="1" * 64 + ".tar.gz",
+        descriptor_uri="1" * 64 + ".json",
+        descriptor=descriptor,
+    )
+
+
+def app_plan(*nodes: CodeNodePlan, models: Sequence[ModelPlan] = ()) -> AppPlan:
+    """An application plan made of ``nodes`` (default: one ``code_node()``), their cameras and HDMI."""
+    nodes = nodes or (code_node(),)
+    cameras: list[str] = []
+    for node in nodes:
+        for names in node.media_inputs.values():
+            cameras += [name for name in names if name not in cameras]
+    return AppPlan(
+        app="test_app",
+        graph_file=Path("graphs/test_app/graph.json"),
+        code_nodes=tuple(nodes),
+        cameras=tuple(CameraPlan(name, _CAMERA_INTERFACE, None) for name in cameras),
+        models=tuple(models),
+        sinks=(SinkPlan("hdmi0", HDMI_INTERFACE),),
+    )
+
+
+class FakeModels:
+    """A model caller that runs plain functions: ``FakeModels({"model_node": lambda inputs: (...)})``.
+
+    A function that raises makes the call fail with its message, as a model error does.
+
+    Args:
+        functions: model node -> function of the input dict returning a tuple of arrays.
+    """
+
+    def __init__(self, functions: Mapping[str, Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]]]):
+        self._functions = dict(functions)
+        self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The model nodes served."""
+        return tuple(self._functions)
+
+    def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run the function of ``node`` (KeyError when there is none)."""
+        function = self._functions[node]
+        self.calls.append((node, {name: np.array(value) for name, value in inputs.items()}))
+        return tuple(function(inputs))
+
+
+def launch_app(
+    runtime: Runtime,
+    node: str,
+    script: Path,
+    *,
+    python: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """Start ``script`` as the app of ``node``: a plain process using the host paths of the bridge.
+
+    Args:
+        runtime: a started runtime.
+        node: the code node the app runs as.
+        script: the app's Python file.
+        python: the interpreter (default: this one).
+        env: more environment variables.
+        stdin: where the app's stdin comes from.
+        stdout: where the app's stdout goes.
+        stderr: where the app's stderr goes.
+
+    Returns:
+        The running process.
+    """
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    environment.update(runtime.node_env(node, sandbox_paths=False))
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment.update(env or {})
+    return subprocess.Popen(
+        [python or sys.executable, str(script)],
+        env=environment,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd="/",
+    )
+
+
+def numbered_frames(count: int, size: tuple[int, int] = (320, 240), offset: int = 0) -> list[np.ndarray]:
+    """``count`` frames of ``size`` (w, h) whose every pixel holds ``(offset + index) % 256``."""
+    width, height = size
+    return [np.full((height, width, 3), (offset + index) % 256, np.uint8) for index in range(count)]
+
+
+@dataclass
+class AppResult:
+    """How an app process ended: exit code, output, and the JSON it printed after ``RESULT``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    result: object
+
+
+class BridgeLab:
+    """Starts runtimes and app processes in a scratch directory, and cleans all of them up.
+
+    Args:
+        workdir: a directory for run dirs and app scripts; slot files go to fresh dirs under /dev/shm.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._runtimes: list[Runtime] = []
+        self._shm_dirs: list[Path] = []
+        self._apps: list[subprocess.Popen[bytes]] = []
+        self._count = 0
+
+    def shm_dir(self) -> Path:
+        """A fresh directory under /dev/shm, removed on close."""
+        path = Path(tempfile.mkdtemp(prefix="pe-bridge-", dir="/dev/shm"))
+        self._shm_dirs.append(path)
+        return path
+
+    def runtime(
+        self,
+        plan: AppPlan | None = None,
+        *,
+        cameras: Mapping[str, CameraSource] | None = None,
+        hdmi: FrameSink | None = None,
+        models: ModelCaller | None = None,
+        mode: str = "lockstep",
+        run_dir: Path | None = None,
+        shm_dir: Path | None = None,
+        start: bool = True,
+    ) -> Runtime:
+        """A runtime for ``plan`` (default: one node, one camera); cameras default to numbered frames."""
+        plan = plan or app_plan()
+        if cameras is None:
+            cameras = {}
+            for index, camera in enumerate(plan.cameras):
+                frames = numbered_frames(8, offset=10 * index)
+                cameras[camera.name] = ArraySource(frames, name=camera.name, uri=f"array://{camera.name}")
+        self._count += 1
+        runtime = Runtime(
+            plan,
+            run_dir or self.workdir / f"run{self._count}",
+            shm_dir or self.shm_dir(),
+            cameras=cameras,
+            hdmi=hdmi,
+            models=models,
+            mode=mode,
+        )
+        self._runtimes.append(runtime)
+        if start:
+            runtime.start()
+        return runtime
+
+    def script(self, source: str) -> Path:
+        """Write an app script (dedented) and return its path."""
+        self._count += 1
+        path = self.workdir / f"app{self._count}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def app(
+        self,
+        runtime: Runtime,
+        source: str,
+        *,
+        node: str = "code_node",
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        """Start the app ``source`` (Python code, dedented) as a plain process for ``node``.
+
+        ``stdin=True`` gives the app a pipe the test can write to.
+        """
+        pipe = subprocess.PIPE if stdin else subprocess.DEVNULL
+        process = launch_app(runtime, node, self.script(source), python=python, env=env, stdin=pipe)
+        self._apps.append(process)
+        return process
+
+    def track(self, process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """Kill ``process`` on close if it still runs."""
+        self._apps.append(process)
+        return process
+
+    @staticmethod
+    def finish(process: subprocess.Popen[bytes], timeout: float = 60.0) -> AppResult:
+        """Wait for an app to end; ``result`` is the JSON after the last ``RESULT `` line it printed."""
+        out, err = process.communicate(timeout=timeout)
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        result: object = None
+        for line in stdout.splitlines():
+            if line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT ") :])
+        return AppResult(process.returncode, stdout, stderr, result)
+
+    def close(self) -> None:
+        """Kill the apps still running, stop the runtimes, remove the shm directories."""
+        for process in self._apps:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+        for runtime in self._runtimes:
+            runtime.stop()
+        for path in self._shm_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def __enter__(self) -> BridgeLab:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

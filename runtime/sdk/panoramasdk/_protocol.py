@@ -1,0 +1,322 @@
+"""The bridge protocol between an app (``panoramasdk``) and the appliance: one definition for both sides.
+
+Control and metadata travel over a unix stream socket, ``<run dir>/<node>.sock``; pixels never do. Camera
+frames live in shared-memory slot files in the shm directory, mapped once by both sides, so a frame crosses
+the bridge as a slot number.
+
+Every message is::
+
+    <u32 little-endian: length of the JSON header> <u32: length of the binary tail> <JSON header> <tail>
+
+The JSON header is an object with an ``"op"``; the tail carries raw array bytes (model tensors, or an image
+the app made itself) described by the header's ``"arrays"`` specs.
+
+Conversation:
+
+- The SDK opens a *watch* connection: ``hello`` (role ``watch``) -> ``welcome`` (session id, the node's ports
+  with parameter values, the model nodes). The watch connection then stays silent: its end tells either
+  side that the other is gone.
+- Each app thread that talks to the appliance opens its own *request* connection: ``hello`` (role
+  ``request``, the session id) -> ``ready``.
+- ``get`` (a media port, a timeout) -> ``frames`` (one item per camera) or ``error`` (kind ``timeout``).
+- ``put`` (an output port, one item per media) -> no reply.
+- ``call`` (a model node, input arrays) -> ``result`` (output arrays) or ``error``.
+- Any request may carry ``rel``: slots the app no longer references.
+
+This module runs inside the app's root filesystem (Python 3.8, standard library and numpy only) and on the
+host; it imports nothing else from the project.
+"""
+
+import json
+import os
+import socket
+import struct
+
+import numpy as np
+
+__all__ = [
+    "ENV_BRIDGE",
+    "ENV_NODE",
+    "ENV_SHM",
+    "ERR_CLOSED",
+    "ERR_KEY",
+    "ERR_MODEL",
+    "ERR_PROTOCOL",
+    "ERR_TIMEOUT",
+    "ERR_VALUE",
+    "HEADER",
+    "MAX_JSON",
+    "MAX_TAIL",
+    "OP_CALL",
+    "OP_ERROR",
+    "OP_FRAMES",
+    "OP_GET",
+    "OP_HELLO",
+    "OP_PUT",
+    "OP_READY",
+    "OP_RESULT",
+    "OP_WELCOME",
+    "PROTOCOL_VERSION",
+    "ROLE_REQUEST",
+    "ROLE_WATCH",
+    "SANDBOX_RUN_DIR",
+    "SANDBOX_SDK_DIR",
+    "SANDBOX_SHM_DIR",
+    "BridgeClosed",
+    "ProtocolError",
+    "array_specs",
+    "arrays_from_tail",
+    "bind_unix",
+    "connect_unix",
+    "recv_message",
+    "send_message",
+    "tail_buffers",
+]
+
+PROTOCOL_VERSION = 1
+
+ENV_BRIDGE = "PANORAMA_EMULATOR_BRIDGE"
+"""Path of the node's bridge socket, as the app sees it."""
+ENV_NODE = "PANORAMA_EMULATOR_NODE"
+"""Name of the code node the app process runs."""
+ENV_SHM = "PANORAMA_EMULATOR_SHM"
+"""Directory of the shared-memory frame slots, as the app sees it."""
+
+SANDBOX_SDK_DIR = "/opt/panorama-emulator/sdk"
+SANDBOX_RUN_DIR = "/opt/panorama-emulator/run"
+SANDBOX_SHM_DIR = "/opt/panorama-emulator/shm"
+
+ROLE_WATCH = "watch"
+ROLE_REQUEST = "request"
+
+OP_HELLO = "hello"
+OP_WELCOME = "welcome"
+OP_READY = "ready"
+OP_GET = "get"
+OP_FRAMES = "frames"
+OP_PUT = "put"
+OP_CALL = "call"
+OP_RESULT = "result"
+OP_ERROR = "error"
+
+ERR_TIMEOUT = "timeout"
+ERR_KEY = "key"
+ERR_VALUE = "value"
+ERR_MODEL = "model"
+ERR_CLOSED = "closed"
+ERR_PROTOCOL = "protocol"
+
+HEADER = struct.Struct("<II")
+MAX_JSON = 16 * 1024 * 1024
+MAX_TAIL = 2 * 1024 * 1024 * 1024
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_UNIX_PATH_MAX = 100
+
+
+class BridgeClosed(ConnectionError):
+    """The other side closed the connection (or died)."""
+
+
+class ProtocolError(ValueError):
+    """A message did not follow the protocol."""
+
+
+def send_message(sock, header, buffers=()):
+    """Send one message: a JSON header and, optionally, a binary tail made of ``buffers``.
+
+    Args:
+        sock: a connected stream socket.
+        header: a JSON-able dict with an ``"op"``.
+        buffers: bytes-like objects (C-contiguous) sent back to back as the tail, without copying.
+
+    Raises:
+        BridgeClosed: the peer is gone.
+    """
+    body = _ENCODER.encode(header).encode("utf-8")
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    tail = sum(view.nbytes for view in views)
+    first = HEADER.pack(len(body), tail) + body
+    try:
+        if not views:
+            sock.sendall(first)
+            return
+        pending = [memoryview(first)] + [view for view in views if view.nbytes]
+        while pending:
+            sent = sock.sendmsg(pending)
+            while sent:
+                head = pending[0]
+                if sent >= head.nbytes:
+                    sent -= head.nbytes
+                    pending.pop(0)
+                else:
+                    pending[0] = head[sent:]
+                    sent = 0
+    except (BrokenPipeError, ConnectionResetError) as error:
+        raise BridgeClosed("the bridge connection is closed") from error
+    except OSError as error:
+        if error.errno in (9, 107):  # EBADF, ENOTCONN: closed under us
+            raise BridgeClosed("the bridge connection is closed") from error
+        raise
+
+
+def _recv_exact(sock, size):
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        try:
+            count = sock.recv_into(view[got:], size - got)
+        except (ConnectionResetError, BrokenPipeError) as error:
+            raise BridgeClosed("the bridge connection is closed") from error
+        if count == 0:
+            raise BridgeClosed("the bridge connection is closed")
+        got += count
+    return buffer
+
+
+def recv_message(sock):
+    """Receive one message.
+
+    Args:
+        sock: a connected stream socket.
+
+    Returns:
+        ``(header, tail)``: the JSON header (a dict) and the binary tail (a bytearray, empty when none).
+
+    Raises:
+        BridgeClosed: the peer closed the connection.
+        ProtocolError: the message is malformed.
+    """
+    json_size, tail_size = HEADER.unpack(_recv_exact(sock, HEADER.size))
+    if json_size > MAX_JSON or tail_size > MAX_TAIL:
+        raise ProtocolError("message too large: {} + {} bytes".format(json_size, tail_size))
+    try:
+        header = json.loads(bytes(_recv_exact(sock, json_size)))
+    except ValueError as error:
+        raise ProtocolError("message header is not JSON: {}".format(error)) from None
+    if not isinstance(header, dict) or not isinstance(header.get("op"), str):
+        raise ProtocolError("message header has no op")
+    tail = _recv_exact(sock, tail_size) if tail_size else bytearray()
+    return header, tail
+
+
+def array_specs(arrays):
+    """Describe arrays for a message tail.
+
+    Args:
+        arrays: numpy arrays (made C-contiguous by :func:`tail_buffers` when sent).
+
+    Returns:
+        A list of ``{"dtype": str, "shape": [int, ...]}``.
+
+    Raises:
+        ValueError: an array holds Python objects.
+    """
+    specs = []
+    for array in arrays:
+        if array.dtype.hasobject:
+            raise ValueError("arrays of Python objects cannot cross the bridge")
+        specs.append({"dtype": array.dtype.str, "shape": list(array.shape)})
+    return specs
+
+
+def tail_buffers(arrays):
+    """Byte views of ``arrays`` (copied only when not C-contiguous), in order, for :func:`send_message`."""
+    views = []
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        views.append(memoryview(contiguous.reshape(-1).view(np.uint8)))
+    return views
+
+
+def arrays_from_tail(specs, tail):
+    """Rebuild arrays sent with :func:`array_specs` / :func:`tail_buffers` (views on ``tail``, no copy).
+
+    Args:
+        specs: the header's array specs.
+        tail: the message tail.
+
+    Returns:
+        A list of numpy arrays (writable when ``tail`` is a bytearray).
+
+    Raises:
+        ProtocolError: the specs do not match the tail.
+    """
+    arrays = []
+    offset = 0
+    try:
+        for spec in specs:
+            dtype = np.dtype(spec["dtype"])
+            if dtype.hasobject:
+                raise ProtocolError("object arrays are not allowed")
+            shape = tuple(int(size) for size in spec["shape"])
+            count = 1
+            for size in shape:
+                count *= size
+            nbytes = count * dtype.itemsize
+            if offset + nbytes > len(tail):
+                raise ProtocolError("message tail shorter than its arrays")
+            array = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
+            arrays.append(array)
+            offset += nbytes
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, ProtocolError):
+            raise
+        raise ProtocolError("bad array spec: {}".format(error)) from None
+    if offset != len(tail):
+        raise ProtocolError("message tail longer than its arrays")
+    return arrays
+
+
+def _short_path(path):
+    """A path to ``path`` that fits in a unix socket address, and the directory fd to close after use."""
+    if len(os.fsencode(path)) < _UNIX_PATH_MAX:
+        return path, None
+    # A socket address holds about 107 bytes: reach a long path through the directory's fd instead.
+    directory, name = os.path.split(os.path.abspath(path))
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY)
+    return "/proc/self/fd/{}/{}".format(fd, name), fd
+
+
+def connect_unix(path, timeout=None):
+    """Connect a stream socket to the unix socket at ``path`` (however long the path is).
+
+    Args:
+        path: the socket's path.
+        timeout: seconds to wait for the connection, or None.
+
+    Returns:
+        The connected socket (blocking, close-on-exec).
+
+    Raises:
+        OSError: nothing listens there.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    address, fd = _short_path(path)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return sock
+
+
+def bind_unix(sock, path):
+    """Bind ``sock`` to ``path`` (however long the path is).
+
+    Args:
+        sock: an unbound AF_UNIX socket.
+        path: where the socket file is created.
+    """
+    address, fd = _short_path(path)
+    try:
+        sock.bind(address)
+    finally:
+        if fd is not None:
+            os.close(fd)

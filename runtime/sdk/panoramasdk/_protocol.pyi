@@ -1,0 +1,46 @@
+# Types of the bridge protocol module, for the appliance's type checker (the module itself stays 3.8 syntax).
+import socket
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION: int
+ENV_BRIDGE: str
+ENV_NODE: str
+ENV_SHM: str
+SANDBOX_SDK_DIR: str
+SANDBOX_RUN_DIR: str
+SANDBOX_SHM_DIR: str
+ROLE_WATCH: str
+ROLE_REQUEST: str
+OP_HELLO: str
+OP_WELCOME: str
+OP_READY: str
+OP_GET: str
+OP_FRAMES: str
+OP_PUT: str
+OP_CALL: str
+OP_RESULT: str
+OP_ERROR: str
+ERR_TIMEOUT: str
+ERR_KEY: str
+ERR_VALUE: str
+ERR_MODEL: str
+ERR_CLOSED: str
+ERR_PROTOCOL: str
+HEADER: struct.Struct
+MAX_JSON: int
+MAX_TAIL: int
+
+class BridgeClosed(ConnectionError): ...
+class ProtocolError(ValueError): ...
+
+def send_message(sock: socket.socket, header: dict[str, Any], buffers: Iterable[Any] = ...) -> None: ...
+def recv_message(sock: socket.socket) -> tuple[dict[str, Any], bytearray]: ...
+def array_specs(arrays: Iterable[np.ndarray]) -> list[dict[str, Any]]: ...
+def tail_buffers(arrays: Iterable[np.ndarray]) -> list[memoryview]: ...
+def arrays_from_tail(specs: Sequence[Any], tail: bytearray | bytes) -> list[np.ndarray]: ...
+def connect_unix(path: str, timeout: float | None = ...) -> socket.socket: ...
+def bind_unix(sock: socket.socket, path: str) -> None: ...

@@ -1,0 +1,182 @@
+"""node.call: model nodes run by the appliance's model caller, answered as a tuple of arrays."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+
+import numpy as np
+
+from runtime.bridge.testing import BridgeLab, FakeModels, app_plan, code_node, model_plan
+
+PRELUDE = """
+import json
+import numpy as np
+import panoramasdk
+
+def result(value):
+    print("RESULT " + json.dumps(value), flush=True)
+"""
+
+
+def src(body: str) -> str:
+    """An app: the prelude, then ``body`` (dedented)."""
+    return PRELUDE + textwrap.dedent(body)
+
+
+def _double(inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    data = inputs["data"]
+    return data * 2, np.array([data.sum()], dtype=np.float32)
+
+
+def _broken(inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    raise RuntimeError("model node broken_model: input data has shape (1, 2)\nexpected (1, 3, 224, 224)")
+
+
+def test_call_returns_a_tuple_of_arrays(lab: BridgeLab) -> None:
+    models = FakeModels({"model_node": _double})
+    plan = app_plan(code_node(), models=[model_plan("model_node")])
+    runtime = lab.runtime(plan, models=models)
+    app = lab.app(
+        runtime,
+        src(
+            """
+            class App(panoramasdk.node):
+                def run(self):
+                    data = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+                    by_dict = self.call({"data": data}, "model_node")
+                    by_array = self.call(data, "model_node")
+                    streams = self.inputs.video_in.get(timeout=30)
+                    by_media = self.call(streams[0], "model_node")
+                    reference_order = self.call("model_node", {"data": data})
+                    return by_dict, by_array, by_media, reference_order
+
+            by_dict, by_array, by_media, reference_order = App().run()
+            result({
+                "type": type(by_dict).__name__,
+                "items": [type(item).__name__ for item in by_dict],
+                "doubled": by_dict[0].tolist(),
+                "sum": by_dict[1].tolist(),
+                "dtype": str(by_dict[0].dtype),
+                "same": all(np.array_equal(a, b) for a, b in zip(by_dict, by_array)),
+                "media_shape": list(by_media[0].shape),
+                "reference_order": np.array_equal(reference_order[0], by_dict[0]),
+            })
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == {
+        "type": "tuple",
+        "items": ["ndarray", "ndarray"],
+        "doubled": [[[0.0, 2.0, 4.0], [6.0, 8.0, 10.0]]],
+        "sum": [15.0],
+        "dtype": "float32",
+        "same": True,
+        "media_shape": [240, 320, 3],
+        "reference_order": True,
+    }
+    assert [name for name, _ in models.calls] == ["model_node"] * 4
+    assert models.calls[2][1]["data"].dtype == np.uint8
+
+
+def test_call_of_a_model_node_the_graph_lacks_raises_key_error(lab: BridgeLab) -> None:
+    plan = app_plan(code_node(), models=[model_plan("model_node")])
+    runtime = lab.runtime(plan, models=FakeModels({"model_node": _double}))
+    app = lab.app(
+        runtime,
+        src(
+            """
+            node = panoramasdk.node()
+            try:
+                node.call({"data": np.zeros(3)}, "no_such_model")
+            except KeyError as error:
+                result(error.args[0])
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert (
+        done.result == "model node 'no_such_model' is not in the application graph (model nodes: model_node)"
+    )
+
+
+def test_a_failing_model_raises_with_the_appliance_message_on_one_line(lab: BridgeLab) -> None:
+    plan = app_plan(code_node(), models=[model_plan("broken_model")])
+    runtime = lab.runtime(plan, models=FakeModels({"broken_model": _broken}))
+    app = lab.app(
+        runtime,
+        src(
+            """
+            node = panoramasdk.node()
+            try:
+                node.call({"data": np.zeros((1, 2), np.float32)}, "broken_model")
+            except RuntimeError as error:
+                result([type(error).__name__, isinstance(error, panoramasdk.ModelCallError), str(error)])
+            # the bridge is still usable after a failed call
+            result(len(node.inputs.video_in.get(timeout=30)))
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert "ModelCallError" in done.stdout
+    message = "model node broken_model: input data has shape (1, 2) expected (1, 3, 224, 224)"
+    assert f'["ModelCallError", true, "{message}"]' in done.stdout
+    assert done.result == 1
+    assert runtime.metrics()["nodes"]["code_node"]["model_errors"] == 1  # type: ignore[index]
+
+
+def test_without_a_model_runtime_a_declared_model_fails_clearly(lab: BridgeLab) -> None:
+    plan = app_plan(code_node(), models=[model_plan("model_node")])
+    runtime = lab.runtime(plan, models=None)
+    app = lab.app(
+        runtime,
+        src(
+            """
+            try:
+                panoramasdk.node().call({"data": np.zeros(3)}, "model_node")
+            except panoramasdk.ModelCallError as error:
+                result(str(error))
+            """
+        ),
+    )
+    assert lab.finish(app).result == "model node model_node: no model runtime attached to the appliance"
+
+
+def test_a_thread_can_call_a_model_while_another_waits_for_frames(lab: BridgeLab) -> None:
+    plan = app_plan(code_node(), models=[model_plan("model_node")])
+    runtime = lab.runtime(plan, models=FakeModels({"model_node": _double}))
+    runtime.pause_camera("camera_node")
+    app = lab.app(
+        runtime,
+        src(
+            """
+            import threading
+            node = panoramasdk.node()
+            answers = []
+
+            def infer():
+                answers.append(node.call({"data": np.ones(2, np.float32)}, "model_node")[0].tolist())
+
+            def wait_for_frames():
+                answers.append(len(node.inputs.video_in.get(timeout=30)))
+
+            waiting = threading.Thread(target=wait_for_frames)
+            waiting.start()          # blocked: the camera is paused
+            worker = threading.Thread(target=infer)
+            worker.start()
+            worker.join()
+            print("called", flush=True)
+            waiting.join()
+            result(answers)
+            """
+        ),
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline() == b"called\n"
+    runtime.resume_camera("camera_node")
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == [[2.0, 2.0], 1]

@@ -1,0 +1,121 @@
+"""The SDK runs on the base images' Python 3.8 with the standard library and numpy only."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.bridge import SDK_DIR
+from runtime.bridge.testing import BridgeLab
+
+SDK_FILES = sorted((SDK_DIR / "panoramasdk").glob("*.py"))
+ALLOWED_IMPORTS = {
+    "_thread",
+    "collections",
+    "contextlib",
+    "json",
+    "mmap",
+    "numbers",
+    "numpy",
+    "os",
+    "socket",
+    "struct",
+    "sys",
+    "threading",
+    "weakref",
+}
+
+
+def _python38() -> str | None:
+    for candidate in ("python3.8", str(Path.home() / ".pyenv/versions/3.8.18/bin/python3.8")):
+        found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+        if found and subprocess.run([found, "-c", "import numpy"], capture_output=True).returncode == 0:
+            return found
+    return None
+
+
+def test_the_sdk_has_the_modules_it_needs() -> None:
+    assert {path.name for path in SDK_FILES} >= {
+        "__init__.py",
+        "_protocol.py",
+        "_client.py",
+        "_media.py",
+        "_node.py",
+    }
+
+
+@pytest.mark.parametrize("path", SDK_FILES, ids=lambda path: path.name)
+def test_sdk_module_is_python_3_8_syntax(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path), feature_version=(3, 8))
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.Match), f"{path.name}:{node.lineno}: match needs 3.10"
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            pytest.fail(f"{path.name}: __future__ imports hide 3.9+ annotations that fail at run time")
+        if isinstance(node, ast.Call) and any(keyword.arg == "strict" for keyword in node.keywords):
+            pytest.fail(f"{path.name}:{node.lineno}: zip(strict=) needs 3.10")
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            assert node.value.id not in {"list", "dict", "tuple", "set", "type"}, (
+                f"{path.name}:{node.lineno}: builtin generics need 3.9"
+            )
+
+
+@pytest.mark.parametrize("path", SDK_FILES, ids=lambda path: path.name)
+def test_sdk_module_imports_only_the_standard_library_and_numpy(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                continue
+            names = [(node.module or "").split(".")[0]]
+        else:
+            continue
+        for name in names:
+            assert name in ALLOWED_IMPORTS, f"{path.name} imports {name}"
+
+
+def test_protocol_module_is_importable_alone_without_the_project() -> None:
+    code = "import _protocol; print(_protocol.PROTOCOL_VERSION, _protocol.SANDBOX_SHM_DIR)"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(SDK_DIR / 'panoramasdk')!r}); {code}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "/opt/panorama-emulator/shm"]
+
+
+def test_an_app_on_python_3_8_gets_and_puts_frames(lab: BridgeLab) -> None:
+    python = _python38()
+    if python is None:
+        pytest.skip("no Python 3.8 with numpy on this machine")
+    runtime = lab.runtime()
+    app = lab.app(
+        runtime,
+        """
+        import sys, panoramasdk
+        node = panoramasdk.node()
+        for _ in range(5):
+            streams = node.inputs.video_in.get(timeout=30)
+            streams[0].add_rect(0.1, 0.1, 0.2, 0.2)
+            node.outputs.video_out.put(streams)
+        print("RESULT %d" % sys.version_info[1])
+        """,
+        python=python,
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == 8
+    assert runtime.frames_out == 5
