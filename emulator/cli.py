@@ -31,7 +31,8 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except EmulatorError as error:
             for line in str(error).splitlines() or [type(error).__name__]:
-                err_console.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
+                err_console.print("[bold red]error:[/]", markup=True, end=" ")
+                err_console.print(line, markup=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -47,3 +48,412 @@ def main() -> None:
 
     Build panorama-cli compatible assets, then run them as the appliance does.
     """
+
+
+@main.command("base-image")
+@click.option("--force", is_flag=True, help="Rebuild even if up to date (the cached rootfs is reused).")
+@reports_errors
+def base_image(force: bool) -> None:
+    """Build the offline stand-in for public.ecr.aws/panorama/panorama-application.
+
+    Tags latest, 1.2.0-py3.8 and 1.2.1-arm64v8 (all of the host's architecture) from a Debian rootfs made with
+    debootstrap (needs root the first time; cached afterwards). No container registry is used.
+    """
+    from emulator.build.base_image import ensure_base_image
+
+    ensure_base_image(force=force)
+
+
+def _print_tail(error: EmulatorError) -> None:
+    """Show the engine's last lines above a build error (the build's own output may have gone elsewhere)."""
+    tail = getattr(error, "log_tail", None)
+    if tail:
+        err_console.print("[dim]last lines from the engine:[/]", markup=True)
+        for line in tail:
+            err_console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+@main.command("build-container")
+@click.option("--container-asset-name", required=True, help="Name of the asset; also the image tag.")
+@click.option("--package-path", required=True, help="The package folder, inside the project's packages/.")
+@click.option("--local-image", is_flag=True, help="Use the local base image; do not try to pull a newer one.")
+@click.option("--reproducible", is_flag=True, help="Same inputs give the same asset sha256.")
+@reports_errors
+def build_container_command(
+    container_asset_name: str, package_path: str, local_image: bool, reproducible: bool
+) -> None:
+    """Build a package's Dockerfile into a container asset, as panorama-cli build-container does.
+
+    Run from the project root. The image's filesystem goes to assets/<sha256>.tar.gz, the descriptor to
+    assets/<sha256>.json, and package.json (and graph.json for a new asset) are updated.
+    """
+    import json
+    from pathlib import Path
+
+    from emulator.build import BUILT_MESSAGE, build_container
+    from emulator.errors import BuildError
+    from emulator.project import Project
+
+    console = Console(highlight=False)
+    try:
+        built = build_container(
+            Project(Path.cwd()),
+            container_asset_name,
+            Path(package_path),
+            local_image=local_image,
+            reproducible=reproducible,
+            console=console,
+        )
+    except BuildError as error:
+        _print_tail(error)
+        raise
+    click.echo(json.dumps(built.asset, indent=4))
+    click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
+
+
+@main.command("export-container")
+@click.option("--container-asset-name", required=True, help="Name of the asset.")
+@click.option("--container-image-uri", required=True, help="The local image to export (pulled if missing).")
+@click.option("--package-path", required=True, help="The package folder, inside the project's packages/.")
+@click.option("--reproducible", is_flag=True, help="Same image gives the same asset sha256.")
+@reports_errors
+def export_container_command(
+    container_asset_name: str, container_image_uri: str, package_path: str, reproducible: bool
+) -> None:
+    """Export an existing image into a container asset, as panorama-cli export-container does."""
+    import json
+    from pathlib import Path
+
+    from emulator.build import BUILT_MESSAGE, export_container
+    from emulator.project import Project
+
+    built = export_container(
+        Project(Path.cwd()),
+        container_asset_name,
+        container_image_uri,
+        Path(package_path),
+        reproducible=reproducible,
+        console=Console(highlight=False),
+    )
+    click.echo(json.dumps(built.asset, indent=4))
+    click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
+
+
+@main.command("add-raw-model")
+@click.option("--model-asset-name", required=True, help="Name of the model asset.")
+@click.option("--model-local-path", required=True, help="The model archive (.tar.gz).")
+@click.option("--descriptor-path", required=True, help="The model's descriptor (mlModelDescriptor JSON).")
+@click.option(
+    "--packages-path", multiple=True, help="Package folder(s) whose package.json get the asset (one or more)."
+)
+@click.argument("more_packages", nargs=-1, metavar="")
+@reports_errors
+def add_raw_model_command(
+    model_asset_name: str,
+    model_local_path: str,
+    descriptor_path: str,
+    packages_path: tuple[str, ...],
+    more_packages: tuple[str, ...],
+) -> None:
+    """Add a local model archive as a model asset, as panorama-cli add-raw-model does.
+
+    --packages-path takes one or more folders, like panorama-cli (``--packages-path A B``).
+    """
+    import json
+    from pathlib import Path
+
+    from emulator.build import MODEL_MESSAGE, add_raw_model
+    from emulator.project import Project
+
+    if more_packages and not packages_path:
+        raise click.UsageError(f"unexpected argument {more_packages[0]!r}")
+    built = add_raw_model(
+        Project(Path.cwd()),
+        model_asset_name,
+        Path(model_local_path),
+        Path(descriptor_path),
+        [Path(path) for path in (*packages_path, *more_packages)],
+        console=Console(highlight=False),
+    )
+    click.echo(json.dumps(built.asset, indent=4))
+    click.echo(f"{MODEL_MESSAGE} {built.asset_path}")
+
+
+def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
+    cameras: dict[str, str] = {}
+    for value in values:
+        node, sep, source = value.partition("=")
+        if not sep or not node or not source:
+            raise click.BadParameter(f"expected NODE=SOURCE, found {value!r}", param_hint="--camera")
+        cameras[node] = source
+    return cameras
+
+
+@main.command("run")
+@click.option("--project", "project_dir", default=".", show_default=True, help="The project folder.")
+@click.option("--graph", help="The graph file (default: the project's only graphs/*/graph.json).")
+@click.option("--override", help="An override.json to apply to the graph.")
+@click.option("--camera", "camera", multiple=True, metavar="NODE=SOURCE",
+              help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.")
+@click.option("--frames", type=click.IntRange(min=1), help="Stop after the HDMI output received N outputs.")
+@click.option("--duration", type=click.FloatRange(min=0), help="Stop after SECONDS.")
+@click.option("--mode", type=click.Choice(["lockstep", "realtime"]),
+              help="Cameras wait for the app (lockstep; default with --frames) or run at their fps.")
+@click.option("--device", default="default", show_default=True, help="The device name.")
+@click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
+@click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
+@click.option("--summary-json", help="Write the run's figures to this file.")
+@click.option("--network", type=click.Choice(["host", "none"]), default="host", show_default=True,
+              help="Share the host's network with the app, or give it none.")
+@click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
+@reports_errors
+def run_command(
+    project_dir: str,
+    graph: str | None,
+    override: str | None,
+    camera: tuple[str, ...],
+    frames: int | None,
+    duration: float | None,
+    mode: str | None,
+    device: str,
+    state_dir: str | None,
+    hdmi_out: str | None,
+    summary_json: str | None,
+    network: str,
+    build: bool,
+) -> None:
+    """Power the appliance on, run the application, and shut down.
+
+    Each run against the same --device and --state-dir is one boot of the same appliance: what the app
+    wrote to /opt/aws/panorama/storage is there in the next run, and temporary paths are empty again.
+    App output is shown prefixed by node name and kept in the node's console_output log.
+    """
+    import logging
+    import signal
+    from pathlib import Path
+
+    from emulator.device.run import run_application
+
+    if frames is not None and duration is not None:
+        raise click.UsageError("give --frames or --duration, not both")
+    cameras = _camera_specs(camera)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+    def interrupted(number: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    summary = run_application(
+        Path(project_dir),
+        graph=Path(graph) if graph else None,
+        override=Path(override) if override else None,
+        cameras=cameras,
+        frames=frames,
+        duration=duration,
+        mode=mode,
+        device=device,
+        state_dir=Path(state_dir) if state_dir else None,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        summary_json=Path(summary_json) if summary_json else None,
+        network=network,
+        build=build,
+        say=lambda line: err_console.print(line, markup=False, highlight=False),
+    )
+    err_console.print(
+        f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
+        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        markup=False,
+        highlight=False,
+    )
+
+
+# --- the device API: `serve`, and the commands that talk to a running `serve` ----------------------------
+
+
+def _api_client_options(func: F) -> F:
+    """--host / --port / --token for the commands that talk to a running `serve`."""
+    func = click.option(
+        "--token", envvar="PANORAMA_EMULATOR_TOKEN", help="The server's token (env PANORAMA_EMULATOR_TOKEN)."
+    )(func)
+    func = click.option("--port", type=click.IntRange(1, 65535), help="The server's port (default 8123).")(
+        func
+    )
+    func = click.option(
+        "--host", help="The server's address (default: env PANORAMA_EMULATOR_URL, else 127.0.0.1)."
+    )(func)
+    return func
+
+
+def _api_client(host: str | None, port: int | None, token: str | None) -> Any:
+    from emulator.api.client import DeviceClient, client_url
+
+    return DeviceClient(client_url(host, port), token=token)
+
+
+def _echo_status(status: dict[str, Any]) -> None:
+    uptime = status.get("uptime")
+    click.echo(
+        f"device {status['device']}: {status['state']}, boots {status['boots']}"
+        + (f", up {uptime:.1f} s" if isinstance(uptime, (int, float)) else "")
+    )
+    app = status.get("app")
+    click.echo(f"app {app['name']} ({app['source']}: {app['project']})" if app else "no app deployed")
+    for node in status.get("nodes", []):
+        codes = " ".join(str(code) for code in node["exit_codes"][-5:]) or "-"
+        click.echo(
+            f"node {node['name']}: {node['state']}, pid {node['pid'] or '-'}, restarts {node['restarts']}, "
+            f"exit codes {codes}"
+        )
+    for camera in status.get("cameras", []):
+        click.echo(f"camera {camera['name']}: {'paused' if camera['paused'] else 'live'}, {camera['source']}")
+    hdmi = status.get("hdmi")
+    if hdmi:
+        click.echo(f"hdmi: {hdmi['outputs']} frames, labels: {', '.join(hdmi['labels']) or '-'}")
+    if status.get("storage_path"):
+        click.echo(f"storage: {status['storage_path']}")
+
+
+@main.command("serve")
+@click.option("--project", "project_dir",
+              help="Deploy and boot this project at start (default: the current folder, if it is a project).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any other than loopback needs --token.")
+@click.option("--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--device", default="default", show_default=True, help="The device name.")
+@click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
+@click.option("--token", envvar="PANORAMA_EMULATOR_TOKEN",
+              help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).")
+@click.option("--camera", "camera", multiple=True, metavar="NODE=SOURCE",
+              help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.")
+@click.option("--mode", type=click.Choice(["lockstep", "realtime"]), default="realtime", show_default=True,
+              help="Cameras run at their fps (realtime) or wait for the app (lockstep).")
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Largest application bundle accepted, in MiB.")
+@reports_errors
+def serve_command(
+    project_dir: str | None,
+    host: str,
+    port: int,
+    device: str,
+    state_dir: str | None,
+    token: str | None,
+    camera: tuple[str, ...],
+    mode: str,
+    max_upload_mb: int,
+) -> None:
+    """Serve the device API and the web console for one emulated appliance.
+
+    Open the printed URL for the console (device and node status, live HDMI, logs, reboot and power-cut
+    buttons, the app's storage); the API is described at /docs. Listens on 127.0.0.1 unless --host says
+    otherwise, which needs --token.
+    """
+    import logging
+    from pathlib import Path
+
+    from emulator.api import ApplianceManager, bind_socket, check_bind, run_server
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    check_bind(host, token)
+    sock = bind_socket(host, port)
+    cameras = _camera_specs(camera)
+    state = Path(state_dir) if state_dir else None
+    manager = ApplianceManager(device=device, state_dir=state, cameras=cameras, mode=mode)
+    project = Path(project_dir) if project_dir else Path.cwd()
+    if project_dir or ((project / "graphs").is_dir() and (project / "packages").is_dir()):
+        err_console.print(f"booting {project.resolve()} on device {device}", markup=False, highlight=False)
+        try:
+            manager.deploy_project(project)
+        except BaseException:
+            sock.close()
+            raise
+
+    def ready(url: str) -> None:
+        hint = " (open it with ?token=<token> once)" if token else ""
+        err_console.print(f"device API and console: {url}{hint}", markup=False, highlight=False)
+
+    run_server(
+        manager,
+        host=host,
+        port=port,
+        token=token,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        on_ready=ready,
+        sock=sock,
+    )
+
+
+@main.command("status")
+@_api_client_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@reports_errors
+def status_command(host: str | None, port: int | None, token: str | None, as_json: bool) -> None:
+    """Show the status of the device served by a running `serve`."""
+    import json
+
+    status = _api_client(host, port, token).status()
+    if as_json:
+        click.echo(json.dumps(status, indent=4))
+    else:
+        _echo_status(status)
+
+
+@main.command("reboot")
+@_api_client_options
+@reports_errors
+def reboot_command(host: str | None, port: int | None, token: str | None) -> None:
+    """Reboot the device of a running `serve` gracefully (storage kept, temporary paths cleared)."""
+    status = _api_client(host, port, token).reboot()
+    click.echo(f"rebooted: boot {status['boots']} of device {status['device']}")
+
+
+@main.command("power-cut")
+@_api_client_options
+@reports_errors
+def power_cut_command(host: str | None, port: int | None, token: str | None) -> None:
+    """Cut the power of the device of a running `serve` (every process killed at once), then boot it."""
+    status = _api_client(host, port, token).power_cut()
+    click.echo(f"power cut, booted again: boot {status['boots']} of device {status['device']}")
+
+
+@main.command("logs")
+@click.argument("node", required=False)
+@_api_client_options
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines as the node writes them.")
+@click.option("--lines", "-n", type=click.IntRange(0, 10_000), default=100, show_default=True,
+              help="How many of the last lines to print first.")
+@click.option("--file", "log_file", help="Another file of the node's log folder, such as app.log.")
+@reports_errors
+def logs_command(
+    node: str | None,
+    host: str | None,
+    port: int | None,
+    token: str | None,
+    follow: bool,
+    lines: int,
+    log_file: str | None,
+) -> None:
+    """Print a node's console output from a running `serve` (every node's, prefixed, without NODE)."""
+    from emulator.errors import DeviceError
+
+    client = _api_client(host, port, token)
+    if node is None:
+        names = [entry["name"] for entry in client.status()["nodes"]]
+        if not names:
+            raise DeviceError("no application is deployed: no logs to show")
+        if follow and len(names) > 1:
+            raise DeviceError(f"name the node to follow: {', '.join(names)}")
+        if not follow:
+            for name in names:
+                for line in client.logs(name, lines, log_file):
+                    click.echo(f"{name} | {line}")
+            return
+        node = names[0]
+    if not follow:
+        for line in client.logs(node, lines, log_file):
+            click.echo(line)
+        return
+    try:
+        for line in client.follow_logs(node, lines, log_file):
+            click.echo(line)
+    except KeyboardInterrupt:
+        return
