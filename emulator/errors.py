@@ -11,7 +11,7 @@ print ``str(error)``: a one-line cause that names the file, JSON pointer, node o
     │   └── BuildError         an image build failed (the step and the engine's last lines)
     ├── AssetError             an asset is missing, corrupted (hash differs from its name) or unreadable
     │   └── UnsafeArchiveError an archive member would escape the root or is not allowed in a rootfs
-    ├── SandboxError           an app sandbox cannot start (no bubblewrap, no namespaces, foreign architecture)
+    ├── SandboxError           an app sandbox cannot start (no bubblewrap or namespaces, foreign arch)
     ├── DeviceError            the appliance cannot do what was asked in its state, or an app failed at boot
     ├── BridgeError            the channel between an app and the appliance broke
     ├── SourceError            a camera source cannot be opened or read
@@ -31,8 +31,8 @@ __all__ = [
     "EngineError",
     "ManifestError",
     "ModelError",
-    "ProjectError",
     "Problem",
+    "ProjectError",
     "SandboxError",
     "SourceError",
     "UnsafeArchiveError",
@@ -120,10 +120,18 @@ class EngineError(EmulatorError):
 
 
 class BuildError(EngineError):
-    """An image build failed. ``step`` is the failing Dockerfile step, ``log_tail`` the engine's last lines."""
+    """An image build failed.
+
+    ``step`` is the failing Dockerfile step, ``log_tail`` the engine's last lines.
+    """
 
     def __init__(
-        self, message: str, *, step: str | None = None, log_tail: list[str] | None = None, file: str | None = None
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        log_tail: list[str] | None = None,
+        file: str | None = None,
     ) -> None:
         self.step = step
         self.log_tail = list(log_tail or [])

@@ -1,1 +1,1 @@
-"""The application runtime the appliance simulates: node plan, cameras, model backends, HDMI sink, bridge, SDK."""
+"""The application runtime the appliance simulates: node plan, cameras, models, HDMI sink, bridge, SDK."""
