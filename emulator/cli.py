@@ -193,18 +193,31 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--project", "project_dir", default=".", show_default=True, help="The project folder.")
 @click.option("--graph", help="The graph file (default: the project's only graphs/*/graph.json).")
 @click.option("--override", help="An override.json to apply to the graph.")
-@click.option("--camera", "camera", multiple=True, metavar="NODE=SOURCE",
-              help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.")
+@click.option(
+    "--camera",
+    "camera",
+    multiple=True,
+    metavar="NODE=SOURCE",
+    help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
+)
 @click.option("--frames", type=click.IntRange(min=1), help="Stop after the HDMI output received N outputs.")
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after SECONDS.")
-@click.option("--mode", type=click.Choice(["lockstep", "realtime"]),
-              help="Cameras wait for the app (lockstep; default with --frames) or run at their fps.")
+@click.option(
+    "--mode",
+    type=click.Choice(["lockstep", "realtime"]),
+    help="Cameras wait for the app (lockstep; default with --frames) or run at their fps.",
+)
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
-@click.option("--network", type=click.Choice(["host", "none"]), default="host", show_default=True,
-              help="Share the host's network with the app, or give it none.")
+@click.option(
+    "--network",
+    type=click.Choice(["host", "none"]),
+    default="host",
+    show_default=True,
+    help="Share the host's network with the app, or give it none.",
+)
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -314,21 +327,46 @@ def _echo_status(status: dict[str, Any]) -> None:
 
 
 @main.command("serve")
-@click.option("--project", "project_dir",
-              help="Deploy and boot this project at start (default: the current folder, if it is a project).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; any other than loopback needs --token.")
+@click.option(
+    "--project",
+    "project_dir",
+    help="Deploy and boot this project at start (default: the current folder, if it is a project).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; any other than loopback needs --token.",
+)
 @click.option("--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
-@click.option("--token", envvar="PANORAMA_EMULATOR_TOKEN",
-              help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).")
-@click.option("--camera", "camera", multiple=True, metavar="NODE=SOURCE",
-              help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.")
-@click.option("--mode", type=click.Choice(["lockstep", "realtime"]), default="realtime", show_default=True,
-              help="Cameras run at their fps (realtime) or wait for the app (lockstep).")
-@click.option("--max-upload-mb", type=click.IntRange(min=1), default=1024, show_default=True,
-              help="Largest application bundle accepted, in MiB.")
+@click.option(
+    "--token",
+    envvar="PANORAMA_EMULATOR_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).",
+)
+@click.option(
+    "--camera",
+    "camera",
+    multiple=True,
+    metavar="NODE=SOURCE",
+    help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["lockstep", "realtime"]),
+    default="realtime",
+    show_default=True,
+    help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Largest application bundle accepted, in MiB.",
+)
 @reports_errors
 def serve_command(
     project_dir: str | None,
@@ -419,8 +457,14 @@ def power_cut_command(host: str | None, port: int | None, token: str | None) -> 
 @click.argument("node", required=False)
 @_api_client_options
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines as the node writes them.")
-@click.option("--lines", "-n", type=click.IntRange(0, 10_000), default=100, show_default=True,
-              help="How many of the last lines to print first.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(0, 10_000),
+    default=100,
+    show_default=True,
+    help="How many of the last lines to print first.",
+)
 @click.option("--file", "log_file", help="Another file of the node's log folder, such as app.log.")
 @reports_errors
 def logs_command(

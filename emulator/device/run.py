@@ -1,0 +1,242 @@
+"""One run of an application: power on, run for some frames or seconds, shut down, and sum the run up.
+
+This is what ``panorama-emulator run`` does; it sits on :class:`emulator.device.appliance.Appliance`.
+Each run against the same device and state directory is one boot of the same appliance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from emulator.device.appliance import Appliance
+from emulator.errors import DeviceError, EmulatorError
+from emulator.manifests import load_graph
+from emulator.project import Project
+
+__all__ = ["build_missing_assets", "run_application", "summarize"]
+
+
+def build_missing_assets(
+    project_dir: Path, graph: Path | None = None, *, say: Callable[[str], None] | None = None
+) -> list[str]:
+    """Build the container asset of every code package of the graph whose asset is missing.
+
+    An asset is missing when package.json has no asset of the name its business-logic interface gives, or
+    when a file it names is not in ``assets/``. Builds use the local base image (``--local-image``).
+
+    Args:
+        project_dir: the project.
+        graph: the graph file (default: the project's only graph).
+        say: called with a line of progress for each build.
+
+    Returns:
+        The names of the assets built.
+
+    Raises:
+        ProjectError, ManifestError: the project or a manifest is unusable.
+        BuildError, EngineError: a build failed.
+    """
+    from rich.console import Console
+
+    from emulator.build import build_container
+
+    project = Project(project_dir)
+    loaded = load_graph(project.graph_path(graph))
+    built: list[str] = []
+    for ref in loaded.packages:
+        if ref.name.startswith("panorama::"):
+            continue
+        package_dir = project.package_dir(ref.name)
+        if not (package_dir / "Dockerfile").is_file():
+            continue
+        package = project.load_package(ref.name)
+        for interface in package.interfaces:
+            if interface.category != "business_logic" or not interface.asset or interface.asset in built:
+                continue
+            asset = next((item for item in package.assets if item.name == interface.asset), None)
+            present = asset is not None and all(
+                uri and (project.assets_dir / uri).is_file()
+                for implementation in asset.implementations
+                for uri in (implementation.asset_uri, implementation.descriptor_uri)
+            )
+            if present:
+                continue
+            if say is not None:
+                say(f"building the missing asset {interface.asset} from {package_dir.name}")
+            console = Console(stderr=True, highlight=False, quiet=say is None)
+            build_container(project, interface.asset, package_dir, local_image=True, console=console)
+            built.append(interface.asset)
+    return built
+
+
+def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: float) -> dict[str, object]:
+    """The figures of one run, as ``--summary-json`` writes them.
+
+    Args:
+        appliance: the appliance after the run.
+        metrics: ``appliance.metrics()`` taken before shutdown.
+        seconds: how long the run lasted.
+
+    Returns:
+        ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
+        restarts, exit codes), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
+        ``paths`` (storage, logs per node, last HDMI frame).
+    """
+    status = appliance.status()
+    status_nodes = status["nodes"] if isinstance(status["nodes"], dict) else {}
+    figure_nodes = metrics.get("nodes", {})
+    nodes: dict[str, dict[str, Any]] = {}
+    for plan in appliance.plan.code_nodes:
+        figures = dict(figure_nodes.get(plan.name, {}))
+        state = status_nodes.get(plan.name, {})
+        nodes[plan.name] = {
+            "fps": figures.get("fps"),
+            "latency_ms": figures.get("latency_ms"),
+            "frames_in": figures.get("frames_in", 0),
+            "frames_out": figures.get("frames_out", 0),
+            "dropped": figures.get("dropped", 0),
+            "model_calls": figures.get("model_calls", 0),
+            "restarts": state.get("restarts", 0),
+            "exit_codes": state.get("exit_codes", []),
+        }
+    last_frame = _last_hdmi_frame(appliance)
+    return {
+        "app": appliance.app,
+        "device": appliance.device,
+        "mode": appliance.mode,
+        "boots": appliance.boots,
+        "seconds": round(seconds, 3),
+        "frames": metrics.get("frames_out", 0),
+        "nodes": nodes,
+        "cameras": metrics.get("cameras", {}),
+        "models": metrics.get("models", {}),
+        "dropped_frames": sum(int(node["dropped"] or 0) for node in nodes.values()),
+        "restarts": sum(int(node["restarts"] or 0) for node in nodes.values()),
+        "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},
+        "paths": {
+            "storage": str(appliance.storage_path),
+            "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},
+            "last_hdmi_frame": str(last_frame) if last_frame is not None else None,
+        },
+    }
+
+
+def _last_hdmi_frame(appliance: Appliance) -> Path | None:
+    if not appliance.plan.sinks or appliance.hdmi is None or appliance.hdmi.last_frame is None:
+        return None
+    if appliance.hdmi_out is not None:
+        path = appliance.hdmi_out / "last.png"
+    else:
+        folder = appliance.store.root / "hdmi"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "last.png"
+    appliance.hdmi.snapshot(path)
+    return path
+
+
+def _write_json(path: Path, data: Mapping[str, object]) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as file:
+            json.dump(data, file, indent=4)
+            file.write("\n")
+        os.replace(temporary, path)
+    except OSError as error:
+        raise DeviceError(f"cannot write the summary: {error.strerror}", file=str(path)) from None
+
+
+def run_application(
+    project_dir: Path,
+    *,
+    graph: Path | None = None,
+    override: Path | None = None,
+    cameras: Mapping[str, str] | None = None,
+    frames: int | None = None,
+    duration: float | None = None,
+    mode: str | None = None,
+    device: str = "default",
+    state_dir: Path | None = None,
+    hdmi_out: Path | None = None,
+    summary_json: Path | None = None,
+    network: str = "host",
+    build: bool = False,
+    quiet: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, object]:
+    """Boot the application, run it for ``frames`` HDMI outputs or ``duration`` seconds, and shut down.
+
+    Args:
+        project_dir: the project.
+        graph, override, cameras, device, state_dir, hdmi_out, network, quiet: as for ``Appliance``.
+        frames: stop once the HDMI output has received this many outputs.
+        duration: stop after this many seconds. With neither, run until interrupted.
+        mode: ``lockstep`` or ``realtime``; default lockstep with ``frames``, realtime otherwise.
+        summary_json: where to write the run's figures (also written when the run fails, with ``error``).
+        build: build missing container assets first.
+        say: called with lines of progress.
+
+    Returns:
+        The summary (see ``summarize``).
+
+    Raises:
+        EmulatorError: bad input, a failed build, a sandbox that cannot start, an app that crashed before
+            its first frame.
+    """
+    if frames is not None and duration is not None:
+        raise DeviceError("give --frames or --duration, not both")
+    if frames is not None and frames < 1:
+        raise DeviceError(f"--frames must be at least 1, not {frames}")
+    if duration is not None and not (duration >= 0 and math.isfinite(duration)):
+        raise DeviceError(f"--duration must be a number of seconds >= 0, not {duration}")
+    if build:
+        build_missing_assets(project_dir, graph, say=say)
+    chosen_mode = mode or ("lockstep" if frames is not None else "realtime")
+    appliance = Appliance(
+        project_dir, device=device, state_dir=state_dir, graph=graph, override=override, cameras=cameras,
+        mode=chosen_mode, network=network, hdmi_out=hdmi_out, quiet=quiet,
+    )  # fmt: skip
+    if frames is not None and not appliance.plan.sinks:
+        raise DeviceError(
+            f"application {appliance.app} has no HDMI output node: --frames counts HDMI outputs; "
+            "use --duration"
+        )
+    summary: dict[str, object] = {}
+    metrics: dict[str, object] = {}
+    started = ended = time.monotonic()
+    error: BaseException | None = None
+    try:
+        with appliance:
+            if say is not None:
+                say(f"booted {appliance.app} on device {device} (boot {appliance.boots})")
+            started = time.monotonic()
+            try:
+                if frames is not None:
+                    appliance.wait_for_frames(frames)
+                else:
+                    appliance.run_for(duration if duration is not None else math.inf)
+                appliance.check()
+            finally:
+                metrics = appliance.metrics()
+                ended = time.monotonic()
+    except BaseException as caught:
+        error = caught
+        raise
+    finally:
+        if appliance.boots and (summary_json is not None or error is None):
+            with contextlib.suppress(EmulatorError):
+                summary = summarize(appliance, metrics, seconds=max(0.0, ended - started))
+            if error is not None and summary:
+                summary["error"] = str(error) if isinstance(error, EmulatorError) else type(error).__name__
+            if summary_json is not None and summary:
+                _write_json(summary_json, summary)
+    return summary
