@@ -1,0 +1,26 @@
+"""Model nodes: inference backends chosen by descriptor framework and file type, served out of process.
+
+:class:`ModelHost` is what the appliance uses; :class:`Backend` and :func:`select_backend` are the pluggable
+part (ONNX through onnxruntime or OpenCV DNN, TorchScript through torch, TensorFlow frozen graphs through
+OpenCV DNN and SavedModels through tensorflow, MXNet and SageMaker Neo artifacts through mxnet / dlr).
+"""
+
+from runtime.models.base import (
+    FRAMEWORK_BACKENDS,
+    Backend,
+    ModelSpec,
+    backend_class,
+    backends,
+    select_backend,
+)
+from runtime.models.host import ModelHost
+
+__all__ = [
+    "FRAMEWORK_BACKENDS",
+    "Backend",
+    "ModelHost",
+    "ModelSpec",
+    "backend_class",
+    "backends",
+    "select_backend",
+]

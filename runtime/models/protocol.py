@@ -1,0 +1,170 @@
+"""The wire between the appliance and its model server.
+
+Both ends talk over ``AF_UNIX`` / ``SOCK_SEQPACKET`` sockets, so one ``send`` is one message and a dead peer
+is seen as end-of-file. Messages are small pickled tuples (both ends are this package); arrays never cross the
+socket: each channel owns a memfd that both processes map, the caller writes the inputs into it, the server
+writes the outputs after them. Either side may grow the memfd; the message carries its current size and the
+other side maps it again.
+
+Control socket (appliance -> server): ``("load", [ModelSpec, ...])`` once, then ``("channel", size)`` with the
+fds of a new channel socket and its memfd. Server -> appliance: ``("loading", node)`` before each model,
+then ``("ready", {node: ({input: dtype}, [note, ...])})`` or ``("failed", node, message)``.
+
+Channel (one call at a time): ``("call", node, size, [(input, dtype, shape, offset), ...])`` answered by
+``("ok", size, [(dtype, shape, offset), ...])`` or ``("error", message)``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ALIGN", "MAX_MESSAGE", "SharedBuffer", "align", "layout", "receive", "send"]
+
+#: largest message either side reads (messages hold metadata only)
+MAX_MESSAGE = 1 << 20
+#: alignment of every array in a shared buffer
+ALIGN = 64
+
+
+def align(offset: int) -> int:
+    """Round an offset up to :data:`ALIGN`.
+
+    Args:
+        offset: a byte offset.
+
+    Returns:
+        The next multiple of ALIGN at or after ``offset``.
+    """
+    return (offset + ALIGN - 1) // ALIGN * ALIGN
+
+
+def layout(arrays: Sequence[tuple[np.dtype[Any], tuple[int, ...]]], start: int = 0) -> tuple[list[int], int]:
+    """Place arrays one after the other in a buffer.
+
+    Args:
+        arrays: ``(dtype, shape)`` of each array.
+        start: where the first may go.
+
+    Returns:
+        The offset of each array and the end of the last one.
+    """
+    offsets = []
+    end = align(start)
+    for dtype, shape in arrays:
+        offsets.append(end)
+        end = align(end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+    return offsets, end
+
+
+def send(sock: socket.socket, message: object, fds: Sequence[int] = ()) -> None:
+    """Send one message (and, optionally, file descriptors with it).
+
+    Args:
+        sock: a SOCK_SEQPACKET socket.
+        message: any picklable value.
+        fds: file descriptors to pass along.
+
+    Raises:
+        OSError: the peer is gone (BrokenPipeError, ConnectionResetError).
+    """
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket, maxfds: int = 0) -> tuple[Any, list[int]] | None:
+    """Receive one message.
+
+    Args:
+        sock: a SOCK_SEQPACKET socket.
+        maxfds: how many file descriptors the message may carry.
+
+    Returns:
+        The message and the received fds, or None when the peer closed the socket (or died).
+
+    Raises:
+        OSError: the socket failed for another reason than the peer going away.
+    """
+    try:
+        if maxfds:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, maxfds)
+        else:
+            data, fds = sock.recv(MAX_MESSAGE), []
+    except ConnectionResetError:
+        return None
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return pickle.loads(data), fds
+
+
+class SharedBuffer:
+    """A memfd mapped in this process; the other end of the channel maps the same file.
+
+    Mappings are replaced, never closed, when the file grows: arrays handed out earlier (or kept by a
+    framework) stay valid until they are garbage.
+
+    Args:
+        fd: the memfd (owned from now on), or None to create one.
+        size: its current size in bytes (the new file's size when ``fd`` is None).
+    """
+
+    def __init__(self, fd: int | None = None, size: int = 1 << 20) -> None:
+        if fd is None:
+            fd = os.memfd_create("panorama-model-io", os.MFD_CLOEXEC)
+            os.ftruncate(fd, size)
+        self.fd = fd
+        self.size = size
+        self._map = mmap.mmap(fd, size)
+
+    def ensure(self, size: int) -> None:
+        """Grow the file (and the mapping) to hold at least ``size`` bytes.
+
+        Args:
+            size: the bytes needed.
+        """
+        if size <= self.size:
+            return
+        new_size = max(size, self.size * 2)
+        new_size = (new_size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        os.ftruncate(self.fd, new_size)
+        self.follow(new_size)
+
+    def follow(self, size: int) -> None:
+        """Map the file again after the other side grew it.
+
+        Args:
+            size: the size the other side reported.
+        """
+        if size != self.size:
+            self._map = mmap.mmap(self.fd, size)
+            self.size = size
+
+    def array(self, dtype: np.dtype[Any] | str, shape: Sequence[int], offset: int) -> np.ndarray:
+        """A numpy view of part of the buffer (no copy).
+
+        Args:
+            dtype: element type.
+            shape: array shape.
+            offset: byte offset of the first element.
+
+        Returns:
+            A writable array backed by the shared memory.
+        """
+        return np.ndarray(tuple(shape), dtype=np.dtype(dtype), buffer=self._map, offset=offset)
+
+    def close(self) -> None:
+        """Release the file descriptor (the mapping goes when the last view of it does)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
