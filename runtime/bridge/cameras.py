@@ -113,9 +113,13 @@ class CameraFeed:
         next_at = time.monotonic()
         while not self._stopping:
             with self.cond:
+                held = not self._ready()
                 self.cond.wait_for(self._ready)
                 if self._stopping:
                     return
+                if held:
+                    # Back from a pause: the wake-up that resumed it must not cut the next pacing wait short.
+                    self._wake.clear()
                 width, height = self.source.size
                 slots = [ring.acquire((int(height), int(width), 3)) for ring in self.rings]
             if not self._produce(slots):
@@ -128,6 +132,8 @@ class CameraFeed:
                 self._wake.wait(_FULL_DELAY)
                 self._wake.clear()
             if paced:
+                if held:
+                    next_at = time.monotonic()  # the beat starts again at this frame, with no burst
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:

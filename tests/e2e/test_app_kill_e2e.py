@@ -1,0 +1,65 @@
+"""An app killed with SIGKILL in the middle of a frame: the appliance survives, restarts it, frames go on,
+and shutting down leaves no shared memory behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _e2e_helpers import CODE_NODE, probe_appliance, reports, wait_for
+
+from runtime.bridge.frames import MAX_SLOTS
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
+
+
+def node_status(status: dict[str, Any]) -> dict[str, Any]:
+    nodes: dict[str, Any] = status["nodes"]
+    return dict(nodes[CODE_NODE])
+
+
+def test_a_killed_app_is_restarted_and_leaves_no_shared_memory(
+    sdk_probe_project: Path, e2e_state_dir: Path
+) -> None:
+    appliance = probe_appliance(sdk_probe_project, e2e_state_dir, "steady")
+    known = len(reports(appliance.logs(CODE_NODE), "started"))
+    with appliance:
+        assert appliance.wait_for_frames(30, timeout=180)
+        shm = appliance.shm_path
+        assert shm is not None and shm.is_dir() and shm.parent == Path("/dev/shm")
+        slots_before = sorted(os.listdir(shm))
+        assert slots_before, "frames travel through slot files in the shared memory directory"
+        before = node_status(appliance.status())
+        pid = before["pid"]
+        assert isinstance(pid, int) and before["restarts"] == 0
+        frames_at_kill = int(appliance.metrics()["frames_out"])  # type: ignore[call-overload]
+        # The probe holds each frame for 20 ms of its ~20-25 ms loop: the kill lands while it holds one.
+        os.kill(pid, signal.SIGKILL)
+
+        after = wait_for(
+            lambda: (state := node_status(appliance.status()))["restarts"] >= 1
+            and state["state"] == "running" and state["pid"] not in (None, pid) and state,
+            "the app to be restarted",
+        )  # fmt: skip
+        wait_for(lambda: len(reports(appliance.logs(CODE_NODE), "started")) >= known + 2, "the new instance")
+        assert appliance.wait_for_frames(frames_at_kill + 30, timeout=180)
+        status = appliance.status()
+        metrics: dict[str, Any] = appliance.metrics()
+        slots_after = sorted(os.listdir(shm))
+    assert status["state"] == "on"
+    assert after["restarts"] == 1 and len(after["exit_codes"]) == 1
+    assert after["exit_codes"][0] != 0  # killed, not a clean exit
+    node = metrics["nodes"][CODE_NODE]
+    assert node["restarts"] == 1 and node["sessions"] == 2
+    assert metrics["frames_out"] >= frames_at_kill + 30
+    # The frame the killed instance held was given back: the camera needed no extra slot for the new one.
+    assert len(slots_after) <= len(slots_before) < MAX_SLOTS
+    # After shutdown the device's shared memory is gone, slot files and directory alike.
+    assert appliance.shm_path is None
+    assert not shm.exists()
+    leftovers = [entry for entry in os.listdir("/dev/shm") if entry.startswith(shm.name)]
+    assert leftovers == []
