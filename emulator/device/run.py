@@ -125,6 +125,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
             "storage": str(appliance.storage_path),
             "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},
             "last_hdmi_frame": str(last_frame) if last_frame is not None else None,
+            "hdmi_recording": str(appliance.hdmi_record) if appliance.hdmi_record is not None else None,
         },
     }
 
@@ -167,6 +168,7 @@ def run_application(
     device: str = "default",
     state_dir: Path | None = None,
     hdmi_out: Path | None = None,
+    hdmi_record: Path | None = None,
     summary_json: Path | None = None,
     network: str = "host",
     build: bool = False,
@@ -177,7 +179,8 @@ def run_application(
 
     Args:
         project_dir: the project.
-        graph, override, cameras, device, state_dir, hdmi_out, network, quiet: as for ``Appliance``.
+        graph, override, cameras, device, state_dir, hdmi_out, hdmi_record, network, quiet: as for
+            ``Appliance``.
         frames: stop once the HDMI output has received this many outputs.
         duration: stop after this many seconds. With neither, run until interrupted.
         mode: ``lockstep`` or ``realtime``; default lockstep with ``frames``, realtime otherwise.
@@ -203,7 +206,7 @@ def run_application(
     chosen_mode = mode or ("lockstep" if frames is not None else "realtime")
     appliance = Appliance(
         project_dir, device=device, state_dir=state_dir, graph=graph, override=override, cameras=cameras,
-        mode=chosen_mode, network=network, hdmi_out=hdmi_out, quiet=quiet,
+        mode=chosen_mode, network=network, hdmi_out=hdmi_out, hdmi_record=hdmi_record, quiet=quiet,
     )  # fmt: skip
     if frames is not None and not appliance.plan.sinks:
         raise DeviceError(

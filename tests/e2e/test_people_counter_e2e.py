@@ -66,7 +66,7 @@ def test_hdmi_output_shows_the_people_counters_labels(people_counter_project: Pa
     assert node["frames_out"] >= FRAMES and node["restarts"] == 0
 
 
-def test_cli_run_frames_writes_a_summary_and_a_snapshot(
+def test_cli_run_frames_writes_a_summary_a_snapshot_and_a_recording(
     people_counter_project: Path, state_dir: Path, tmp_path: Path
 ) -> None:
     summary_file = tmp_path / "summary.json"
@@ -74,7 +74,8 @@ def test_cli_run_frames_writes_a_summary_and_a_snapshot(
     result = subprocess.run(
         [CLI, "run", "--project", str(people_counter_project), "--frames", "30",
          "--summary-json", str(summary_file), "--hdmi-out", str(hdmi), "--state-dir", str(state_dir),
-         "--device", "people-cli", "--camera", f"camera_node={PEOPLE}"],
+         "--device", "people-cli", "--camera", f"camera_node={PEOPLE}",
+         "--hdmi-record", str(tmp_path / "hdmi.mp4")],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -93,3 +94,17 @@ def test_cli_run_frames_writes_a_summary_and_a_snapshot(
     assert image is not None and image.shape == (1080, 1920, 3)
     assert int((image == GREEN).all(axis=2).sum()) > 100  # the people's boxes made it to the file
     assert Path(summary["paths"]["storage"], "people_count.json").is_file()
+    # The recording holds every screen shown, full HD, decodable by OpenCV.
+    assert summary["paths"]["hdmi_recording"] == str(tmp_path / "hdmi.mp4")
+    video = cv2.VideoCapture(str(tmp_path / "hdmi.mp4"))
+    try:
+        recorded = 0
+        while True:
+            ok, frame = video.read()
+            if not ok:
+                break
+            assert frame.shape == (1080, 1920, 3)
+            recorded += 1
+    finally:
+        video.release()
+    assert recorded >= 30

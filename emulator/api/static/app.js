@@ -150,14 +150,31 @@ async function act(label, path, method = "POST", body = undefined) {
 // --- HDMI -----------------------------------------------------------------------------------------------
 
 let hdmiUrl = null;
+let hdmiBusy = false;
 
-function showFrame(bytes) {
-  const image = $("hdmi");
+// Each frame is decoded off-screen and then swapped in, so the view never shows a half-loaded image.
+// A frame that arrives while the previous one is still decoding is dropped.
+async function showFrame(bytes) {
+  if (hdmiBusy) return;
+  hdmiBusy = true;
   const url = URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" }));
-  image.src = url;
-  image.dataset.frames = String(Number(image.dataset.frames) + 1);
-  if (hdmiUrl) URL.revokeObjectURL(hdmiUrl);
-  hdmiUrl = url;
+  try {
+    const next = new Image();
+    next.src = url;
+    await next.decode();
+    const image = $("hdmi");
+    next.id = image.id;
+    next.alt = image.alt;
+    next.className = image.className;
+    next.dataset.frames = String(Number(image.dataset.frames) + 1);
+    image.replaceWith(next);
+    if (hdmiUrl) URL.revokeObjectURL(hdmiUrl);
+    hdmiUrl = url;
+  } catch (error) {
+    URL.revokeObjectURL(url);
+  } finally {
+    hdmiBusy = false;
+  }
 }
 
 function indexOf(haystack, needle, from) {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import random
 import re
 import shutil
@@ -465,27 +466,20 @@ print("RESULT " + json.dumps(out))
 
 
 def _reachable_by(user: str, path: Path) -> bool:
-    return subprocess.run(["su", user, "-c", f"test -r '{path}'"], check=False).returncode == 0
+    return subprocess.run(["runuser", "-u", user, "--", "test", "-r", str(path)], check=False).returncode == 0
 
 
 def test_the_same_core_behaviour_as_an_ordinary_user(
-    boot_counter_project: Path, project: MakeProject, tmp_path: Path
+    boot_counter_project: Path, project: MakeProject, tmp_path: Path, test_user: pwd.struct_passwd
 ) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("already an ordinary user: the other tests ran unprivileged")
-    import pwd
-
-    try:
-        user = pwd.getpwnam("tuser")
-    except KeyError:
-        pytest.skip("no tuser account")
+    user = test_user
     python = Path(sys.executable)
     for needed in (
         python,
         Path(__file__).resolve().parents[3] / "runtime" / "sdk" / "panoramasdk" / "__init__.py",
     ):
-        if not _reachable_by("tuser", needed):
-            pytest.skip(f"tuser cannot read {needed}: make the venv and the repository readable")
+        if not _reachable_by(user.pw_name, needed):
+            pytest.skip(f"the test user cannot read {needed}: make the venv and the repository readable")
     base = public_tmp_dir("pe-unprivileged-")
     try:
         apps = make_project(
@@ -497,8 +491,13 @@ def test_the_same_core_behaviour_as_an_ordinary_user(
         script = base / "script.py"
         script.write_text(textwrap.dedent(UNPRIVILEGED_SCRIPT))
         command = f"cd /tmp && '{python}' '{script}' '{boot_counter_project}' '{apps}' '{state}'"
-        result = subprocess.run(["su", "tuser", "-c", command], capture_output=True, text=True, check=False,
-                                timeout=900)  # fmt: skip
+        result = subprocess.run(
+            ["runuser", "-u", user.pw_name, "--", "sh", "-c", command],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
         out = json.loads(line[len("RESULT ") :])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -482,24 +483,17 @@ def _prefixes(path: str) -> list[str]:
 # -- the same tests as an ordinary user --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not IS_ROOT, reason="runs the tests again as the unprivileged user 'tuser'; already not root"
-)
-def test_the_same_tests_pass_as_an_unprivileged_user() -> None:
-    import pwd
+def test_the_same_tests_pass_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
     import tempfile
 
-    try:
-        user = pwd.getpwnam("tuser")
-    except KeyError:
-        pytest.skip("no unprivileged user 'tuser' on this machine")
-    base = Path(tempfile.mkdtemp(prefix="panorama-emulator-as-tuser-"))
+    user = test_user
+    base = Path(tempfile.mkdtemp(prefix="panorama-emulator-as-user-"))
     os.chown(base, user.pw_uid, user.pw_gid)
     here = Path(__file__).parent
     command = [
         "runuser",
         "-u",
-        "tuser",
+        user.pw_name,
         "--",
         sys.executable,
         "-m",
@@ -519,5 +513,5 @@ def test_the_same_tests_pass_as_an_unprivileged_user() -> None:
     finally:
         remove_tree(base)
     tail = textwrap.indent((result.stdout + result.stderr)[-3000:], "    ")
-    assert result.returncode == 0, f"as tuser:\n{tail}"
+    assert result.returncode == 0, f"as {user.pw_name}:\n{tail}"
     assert " passed" in result.stdout and " failed" not in result.stdout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import shlex
+import pwd
 import signal
 import socket
 import subprocess
@@ -504,18 +504,11 @@ def public_dir() -> Iterator[Path]:
 
 
 @pytest.mark.sandbox
-def test_unprivileged_sandbox_as_an_ordinary_user(public_dir: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to switch to the test user")
-    import pwd
-
-    try:
-        user = pwd.getpwnam("tuser")
-    except KeyError:
-        pytest.skip("no tuser account")
+def test_unprivileged_sandbox_as_an_ordinary_user(public_dir: Path, test_user: pwd.struct_passwd) -> None:
+    user = test_user
     bwrap = sandbox.find_bwrap()
-    if subprocess.run(["su", "tuser", "-c", f"test -x {bwrap}"], check=False).returncode != 0:
-        pytest.skip(f"the test user cannot run {bwrap}")
+    if subprocess.run(["runuser", "-u", user.pw_name, "--", "test", "-x", bwrap], check=False).returncode:
+        pytest.skip(f"the test user {user.pw_name} cannot run {bwrap}")
     rootfs = make_host_rootfs(public_dir / "rootfs")
     storage = public_dir / "storage"
     storage.mkdir()
@@ -531,7 +524,7 @@ def test_unprivileged_sandbox_as_an_ordinary_user(public_dir: Path) -> None:
         ),
         bwrap,
     )
-    command = ["su", "tuser", "-c", shlex.join(argv)]
+    command = ["runuser", "-u", user.pw_name, "--", *argv]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert (storage / "f").read_text() == "0"
