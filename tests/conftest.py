@@ -69,43 +69,8 @@ def _public_tmp_dir(prefix: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def boot_counter_project() -> Iterator[Path]:
-    """A copy of sample-apps/boot-counter with its container asset built once (readable by every user).
-
-    Treat it as read-only: copy it before changing anything in it.
-    """
-    import io
-
-    from rich.console import Console
-
-    try:
-        from emulator.build import build_container, ensure_base_image
-        from emulator.project import Project
-
-        ensure_base_image(console=Console(file=io.StringIO()))
-    except Exception as error:  # no engine here: the tests that need the asset cannot run
-        pytest.skip(f"cannot build the boot-counter asset: {error}")
-    base = _public_tmp_dir("pe-boot-counter-")
-    root = base / "boot-counter"
-    shutil.copytree(REPO_ROOT / "sample-apps" / "boot-counter", root)
-    build_container(
-        Project(root),
-        "boot_counter_code",
-        root / "packages" / "123456789012-BOOT_COUNTER-1.0",
-        local_image=True,
-        console=Console(file=io.StringIO()),
-    )
-    yield root
-    shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def people_counter_project() -> Iterator[Path]:
-    """A copy of sample-apps/people-counter with its container asset built once (readable by every user).
-
-    Treat it as read-only: copy it before changing anything in it.
-    """
+def built_sample(sample: str) -> Iterator[Path]:
+    """A copy of ``sample-apps/<sample>`` with its container assets built once (readable by every user)."""
     import io
 
     from rich.console import Console
@@ -116,13 +81,25 @@ def people_counter_project() -> Iterator[Path]:
 
         ensure_base_image(console=Console(file=io.StringIO()))
     except Exception as error:  # no engine here: the tests that need the asset cannot run
-        pytest.skip(f"cannot build the people-counter asset: {error}")
-    base = _public_tmp_dir("pe-people-counter-")
-    root = base / "people-counter"
-    shutil.copytree(REPO_ROOT / "sample-apps" / "people-counter", root)
+        pytest.skip(f"cannot build the {sample} asset: {error}")
+    base = _public_tmp_dir(f"pe-{sample}-")
+    root = base / sample
+    shutil.copytree(REPO_ROOT / "sample-apps" / sample, root, ignore=shutil.ignore_patterns("tests"))
     build_missing_assets(root)
     yield root
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def boot_counter_project() -> Iterator[Path]:
+    """sample-apps/boot-counter, built. Treat it as read-only: copy it before changing anything in it."""
+    yield from built_sample("boot-counter")
+
+
+@pytest.fixture(scope="session")
+def people_counter_project() -> Iterator[Path]:
+    """sample-apps/people-counter, built. Treat it as read-only: copy it before changing anything in it."""
+    yield from built_sample("people-counter")
 
 
 @pytest.fixture(scope="session")

@@ -518,14 +518,7 @@ class ApplianceManager:
             DeviceError: nothing is deployed or the device is shut down.
             NotFoundError: the app has no such camera.
         """
-        with self._lock:
-            device = self._running()
-            self._check_camera(name)
-            try:
-                device.pause_camera(name)
-            except KeyError:
-                raise NotFoundError("no such camera", node=name) from None
-            self._paused.add(name)
+        self._pause(name, True)
 
     def resume_camera(self, name: str) -> None:
         """Let a paused camera deliver frames again.
@@ -534,14 +527,20 @@ class ApplianceManager:
             DeviceError: nothing is deployed or the device is shut down.
             NotFoundError: the app has no such camera.
         """
+        self._pause(name, False)
+
+    def _pause(self, name: str, paused: bool) -> None:
         with self._lock:
             device = self._running()
             self._check_camera(name)
             try:
-                device.resume_camera(name)
+                (device.pause_camera if paused else device.resume_camera)(name)
             except KeyError:
                 raise NotFoundError("no such camera", node=name) from None
-            self._paused.discard(name)
+            if paused:
+                self._paused.add(name)
+            else:
+                self._paused.discard(name)
 
 
 @contextlib.contextmanager
