@@ -84,7 +84,8 @@ def built_sample(sample: str) -> Iterator[Path]:
         pytest.skip(f"cannot build the {sample} asset: {error}")
     base = _public_tmp_dir(f"pe-{sample}-")
     root = base / sample
-    shutil.copytree(REPO_ROOT / "sample-apps" / sample, root, ignore=shutil.ignore_patterns("tests"))
+    ignore = shutil.ignore_patterns("tests", "build", "__pycache__")
+    shutil.copytree(REPO_ROOT / "sample-apps" / sample, root, ignore=ignore)
     build_missing_assets(root)
     yield root
     shutil.rmtree(base, ignore_errors=True)
@@ -104,29 +105,7 @@ def people_counter_project() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def people_detector_project() -> Iterator[Path]:
-    """A copy of sample-apps/people-detector with its container asset built once (readable by every user).
-
-    Its model asset is left out, as in the repository: copy the project and add it (``add-raw-model``, or
-    the sample's tests/conftest.py, which does so when it is missing). Treat it as read-only.
+    """sample-apps/people-detector with its container asset built; its model asset is left out, as in the
+    repository (add it with ``add-raw-model``, or the sample's tests/conftest.py does). Treat it as read-only.
     """
-    import io
-
-    from rich.console import Console
-
-    try:
-        from emulator.build import ensure_base_image
-        from emulator.device.run import build_missing_assets
-
-        ensure_base_image(console=Console(file=io.StringIO()))
-    except Exception as error:  # no engine here: the tests that need the asset cannot run
-        pytest.skip(f"cannot build the people-detector asset: {error}")
-    base = _public_tmp_dir("pe-people-detector-")
-    root = base / "people-detector"
-    shutil.copytree(
-        REPO_ROOT / "sample-apps" / "people-detector",
-        root,
-        ignore=shutil.ignore_patterns("tests", "build", "__pycache__"),
-    )
-    build_missing_assets(root)
-    yield root
-    shutil.rmtree(base, ignore_errors=True)
+    yield from built_sample("people-detector")

@@ -539,6 +539,28 @@ def test_missing_asset_blob_names_the_asset(project_builder: ProjectBuilder, blo
     assert "the container asset code_asset is not built" in str(caught.value)
 
 
+def test_missing_model_blob_says_to_run_add_raw_model(project_builder: ProjectBuilder) -> None:
+    single_camera_app(project_builder)
+    model_ref = project_builder.model_package()
+    graph_file = project_builder.root / "graphs/app/graph.json"
+    doc = json.loads(graph_file.read_text())
+    doc["nodeGraph"]["packages"].append({"name": model_ref, "version": "1.0"})
+    doc["nodeGraph"]["nodes"].append(node("model_node", f"{model_ref}.interface"))
+    graph_file.write_text(json.dumps(doc))
+    (model,) = plan_application(project_builder.project).models
+    (project_builder.root / "assets" / model.asset_uri).unlink()
+    with pytest.raises(ProjectError) as caught:
+        plan_application(project_builder.project)
+    assert (caught.value.node, caught.value.asset) == ("model_node", model.asset_uri)
+    message = str(caught.value)
+    assert "the model asset model_asset is missing" in message and "build the package" not in message
+    folder = Path("packages") / project_builder.project.package_dir(model_ref).name
+    assert (
+        "add it with: panorama-emulator add-raw-model --model-asset-name model_asset --model-local-path "
+        f"MODEL.tar.gz --descriptor-path DESCRIPTOR.json --packages-path {folder}"
+    ) in message
+
+
 def test_descriptor_of_the_wrong_kind(project_builder: ProjectBuilder) -> None:
     model_descriptor = {
         "mlModelDescriptor": {"envelopeVersion": "2021-01-01", "framework": "ONNX", "inputs": []}
