@@ -33,7 +33,7 @@ from emulator.device.sandbox import (
 )
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Backoff, Service, Supervisor, read_rotated
-from emulator.errors import DeviceError, EmulatorError
+from emulator.errors import AssetError, DeviceError, EmulatorError
 from emulator.project import Project
 from runtime.graph import AppPlan, CodeNodePlan, plan_application
 
@@ -257,7 +257,7 @@ class Appliance:
 
         Raises:
             ProjectError: an asset file is missing from the project.
-            AssetError: an asset is corrupted or cannot be unpacked.
+            AssetError: an asset is corrupted or cannot be unpacked (a model asset's error names its node).
             SandboxError: an entry point is missing from its rootfs or built for a CPU this host cannot run.
         """
         if self._rootfs:
@@ -272,10 +272,16 @@ class Appliance:
             arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
             unpacked[node.name] = rootfs
         for model in self.plan.models:
-            self.store.install_asset(
-                self.project.asset_path(model.asset_uri), self.project.asset_path(model.descriptor_uri)
-            )
-            unpacked[model.name] = self.store.rootfs(model.asset_uri, progress=not self.quiet)
+            try:
+                self.store.install_asset(
+                    self.project.asset_path(model.asset_uri), self.project.asset_path(model.descriptor_uri)
+                )
+                # A model asset is files only: no mount points for a sandbox.
+                model_dir = self.store.rootfs(model.asset_uri, progress=not self.quiet, mount_points=())
+                unpacked[model.name] = model_dir
+            except AssetError as error:
+                error.node = error.node or model.name
+                raise
         self._rootfs = unpacked
 
     # --- power -------------------------------------------------------------------------------------------
@@ -285,8 +291,9 @@ class Appliance:
 
         Raises:
             DeviceError: already running, or the runtime could not start.
+            AssetError: the first boot's deploy found an asset corrupted or unusable.
             SandboxError: a sandbox cannot be created (no user namespaces, missing mount points...).
-            ModelError: a model node cannot be loaded.
+            ModelError: a model node cannot be loaded (not a model, or its framework's runtime is missing).
             SourceError: a camera source cannot be opened.
         """
         with self._lock:
