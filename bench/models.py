@@ -1,32 +1,50 @@
-"""Model node overhead: ModelHost.call against the same backend called in this process.
+"""Model node overhead: self.call from an app through the bridge, and ModelHost.call, against the backend
+called in this process.
 
     python bench/models.py [--calls 20] [--rounds 40] [--backend onnxruntime --backend torchscript ...]
 
 For each backend, a small convolutional model (about 5 ms per call on a laptop core, generated here with a
-fixed seed: no download) is run on the same input (1 x 3 x 224 x 224 float32) two ways: through ModelHost,
-whose model server is another process reached through a socket and shared memory, and by the same backend
-class loaded in this process. Calls alternate in rounds so that other load on the machine hits both alike.
-The model server runs with malloc settings that keep a framework's per-call buffers (SERVER_ENV); unless
---plain-allocator is given, this process re-executes itself with the same settings, so that the comparison
-measures what serving a model costs, not the allocator. Medians and minimums are reported (on a machine
-shared with other work the minimums show the intrinsic cost best). The overhead is
-median(ModelHost.call) / median(in-process run) - 1; the target is below 10 %. Last, the round trip of a
-model that does nothing (Identity, same input and output size) gives the fixed cost of a call.
+fixed seed: no download) is run on the same input (1 x 3 x 224 x 224 float32) three ways:
+
+- in-process: the same backend class loaded in this process, called directly;
+- ModelHost.call: the appliance's model host, whose model server is another process reached through a
+  socket and shared memory;
+- self.call: an app process using ``panoramasdk`` calls the model node through the bridge
+  (``runtime.bridge.Runtime`` serving the app, with ``models=`` that ModelHost), timed by the app itself
+  around ``self.call``. The app runs as a plain subprocess with the SDK on its PYTHONPATH (as in the bridge
+  tests), not in a sandbox, and with the environment an app gets (not the model server's malloc settings).
+
+The three alternate in rounds so that other load on the machine hits them alike. The model server runs with
+malloc settings that keep a framework's per-call buffers (SERVER_ENV); unless --plain-allocator is given,
+this process re-executes itself with the same settings, so that the comparison measures what serving a
+model costs, not the allocator. Medians and minimums are reported (on a machine shared with other work the
+minimums show the intrinsic cost best). The ratios are median(way) / median(in-process); the target is below
+1.10. Last, the round trip of a model that does nothing (Identity, same input and output size) gives the
+fixed cost of a call both ways.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from emulator.manifests import ModelDescriptor, ModelInput
+from runtime.bridge import Runtime
+from runtime.bridge.testing import app_plan, code_node
+from runtime.graph import ModelPlan
 from runtime.models import ModelHost, ModelSpec, backend_class
 from runtime.models.host import SERVER_ENV
 
@@ -127,20 +145,155 @@ def make_identity(folder: Path) -> Path:
     return path
 
 
-def round_trip(folder: Path, calls: int) -> tuple[float, float]:
-    """Median and minimum milliseconds of ModelHost.call on the Identity model (onnxruntime)."""
+# The app: loads the input, warms up, then runs the rounds the benchmark asks for on its stdin.
+APP = """
+import json
+import sys
+import time
+
+import numpy as np
+import panoramasdk
+
+MODEL = sys.argv[1]
+x = np.load(sys.argv[2])
+node = panoramasdk.node()
+for _ in range(10):
+    node.call({"data": x}, MODEL)
+print("READY", flush=True)
+for line in sys.stdin:
+    command = line.split()
+    if command[0] == "run":
+        times = []
+        for _ in range(int(command[1])):
+            start = time.perf_counter()
+            node.call({"data": x}, MODEL)
+            times.append(time.perf_counter() - start)
+        print("TIMES " + json.dumps(times), flush=True)
+    elif command[0] == "save":
+        np.savez(command[1], *node.call({"data": x}, MODEL))
+        print("SAVED", flush=True)
+"""
+
+
+class BridgeApp:
+    """An app process calling one model node of ``host`` through a bridge runtime.
+
+    Args:
+        host: a started model host.
+        node: the model node the app calls.
+        descriptor: the node's descriptor.
+        x: the input the app sends.
+        workdir: a scratch directory (run directory, app script, input file).
+    """
+
+    def __init__(
+        self, host: ModelHost, node: str, descriptor: ModelDescriptor, x: np.ndarray, workdir: Path
+    ) -> None:
+        model = ModelPlan(node, "123456789012::BENCH_MODEL", "model_asset", "", "", descriptor)
+        plan = app_plan(code_node(media_inputs={}), models=[model])
+        self._shm = Path(tempfile.mkdtemp(prefix="bench-models-", dir="/dev/shm"))
+        self.runtime = Runtime(plan, workdir / "run", self._shm, cameras={}, hdmi=None, models=host)
+        script, data = workdir / "app.py", workdir / "x.npy"
+        script.write_text(APP)
+        np.save(data, x)
+        self.runtime.start()
+        env = {
+            key: value for key, value in os.environ.items() if key not in SERVER_ENV and key != "PYTHONPATH"
+        }
+        env.update(self.runtime.node_env("code_node", sandbox_paths=False))
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), node, str(data)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd="/",
+            text=True,
+        )
+        self._expect("READY")
+
+    def _expect(self, word: str) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith(word):
+            self.close()
+            assert self.process.stderr is not None
+            raise SystemExit(f"the bench app failed: {line}{self.process.stderr.read()[-3000:]}")
+        return line[len(word) :].strip()
+
+    def _send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def run(self, calls: int) -> list[float]:
+        """Have the app make ``calls`` calls; return their durations in seconds as the app measured them."""
+        self._send(f"run {calls}")
+        times: list[float] = json.loads(self._expect("TIMES"))
+        return times
+
+    def outputs(self, path: Path) -> list[np.ndarray]:
+        """The outputs of one more call, as the app received them."""
+        self._send(f"save {path}")
+        self._expect("SAVED")
+        with np.load(path) as saved:
+            return [saved[f"arr_{index}"] for index in range(len(saved.files))]
+
+    def close(self) -> None:
+        """Stop the app and the runtime."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+        self.runtime.stop()
+        shutil.rmtree(self._shm, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served(
+    node: str, folder: Path, descriptor: ModelDescriptor, x: np.ndarray, prefer: list[str]
+) -> Iterator[tuple[ModelHost, BridgeApp]]:
+    """A model host serving ``folder`` as ``node`` and an app calling it through the bridge."""
+    with (
+        ModelHost([(node, folder, descriptor)], prefer=prefer) as host,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        app = BridgeApp(host, node, descriptor, x, Path(workdir))
+        try:
+            yield host, app
+        finally:
+            app.close()
+
+
+def _ms(times: list[float]) -> tuple[float, float]:
+    return statistics.median(times) * 1000, min(times) * 1000
+
+
+def round_trip(folder: Path, calls: int) -> dict[str, tuple[float, float]]:
+    """Median and minimum milliseconds of a call of the Identity model (onnxruntime), both ways.
+
+    Args:
+        folder: an empty directory for the model file.
+        calls: calls timed each way.
+
+    Returns:
+        ``{"host": (median, min), "app": (median, min)}``.
+    """
     make_identity(folder)
     descriptor = ModelDescriptor("ONNX", None, None, (ModelInput("data", SHAPE),))
     x = np.random.default_rng(SEED).random(SHAPE, dtype=np.float32)
-    times = []
-    with ModelHost([("identity", folder, descriptor)]) as host:
+    hosted: list[float] = []
+    through_app: list[float] = []
+    with served("identity", folder, descriptor, x, ["onnxruntime"]) as (host, app):
         for _ in range(20):
             host.call("identity", x)
-        for _ in range(calls):
-            start = time.perf_counter()
-            host.call("identity", x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000, min(times) * 1000
+        step = 50
+        for _ in range(0, calls, step):
+            for _ in range(step):
+                start = time.perf_counter()
+                host.call("identity", x)
+                hosted.append(time.perf_counter() - start)
+            through_app += app.run(step)
+    return {"host": _ms(hosted), "app": _ms(through_app)}
 
 
 BACKENDS = {
@@ -151,7 +304,7 @@ BACKENDS = {
 
 
 def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
-    """Time one backend both ways.
+    """Time one backend three ways.
 
     Args:
         name: a key of BACKENDS.
@@ -160,7 +313,8 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
         rounds: alternating rounds.
 
     Returns:
-        Median milliseconds per call in process and through ModelHost, and the overhead ratio.
+        Median and minimum milliseconds per call in process (``inproc``), through ModelHost (``host``) and
+        through the bridge from an app (``app``), and the ratios of the medians to the in-process one.
     """
     framework, make = BACKENDS[name]
     path = make(folder)
@@ -171,7 +325,8 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
     local.warm_up({"data": x})
     inproc: list[float] = []
     hosted: list[float] = []
-    with ModelHost([("bench_node", folder, descriptor)], prefer=[name]) as host:
+    through_app: list[float] = []
+    with served("bench_node", folder, descriptor, x, [name]) as (host, app):
         assert host.backends["bench_node"] == name
         for _ in range(10):
             host.call("bench_node", x)
@@ -184,20 +339,29 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
                 start = time.perf_counter()
                 host.call("bench_node", {"data": x})
                 hosted.append(time.perf_counter() - start)
+            through_app += app.run(calls)
         expected = local.run({"data": x})
-        got = host.call("bench_node", x)
-        for want, have in zip(expected, got, strict=True):
-            np.testing.assert_allclose(have, want, atol=1e-4, rtol=0)
-    inproc_ms = statistics.median(inproc) * 1000
-    hosted_ms = statistics.median(hosted) * 1000
-    return {
-        "inproc_ms": inproc_ms,
-        "host_ms": hosted_ms,
-        "overhead_ms": hosted_ms - inproc_ms,
-        "overhead": hosted_ms / inproc_ms - 1,
-        "inproc_min_ms": min(inproc) * 1000,
-        "host_min_ms": min(hosted) * 1000,
-    }
+        for got in (host.call("bench_node", x), app.outputs(folder / "outputs.npz")):
+            assert len(got) == len(expected)
+            for want, have in zip(expected, got, strict=True):
+                assert have.dtype == np.float32
+                np.testing.assert_allclose(have, want, atol=1e-4, rtol=0)
+    result: dict[str, float] = {}
+    for way, times in (("inproc", inproc), ("host", hosted), ("app", through_app)):
+        result[f"{way}_ms"], result[f"{way}_min_ms"] = _ms(times)
+    result["host_ratio"] = result["host_ms"] / result["inproc_ms"]
+    result["app_ratio"] = result["app_ms"] / result["inproc_ms"]
+    return result
+
+
+def _versions() -> str:
+    import cv2
+
+    found = [f"Python {platform.python_version()}", f"numpy {np.__version__}", f"OpenCV {cv2.__version__}"]
+    for module in ("onnxruntime", "torch"):
+        with contextlib.suppress(ImportError):
+            found.append(f"{module} {__import__(module).__version__}")
+    return ", ".join(found)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,30 +383,35 @@ def main(argv: list[str] | None = None) -> int:
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **SERVER_ENV})
     same = all(os.environ.get(k) == v for k, v in SERVER_ENV.items())
     settings = "the model server's" if same else "default"
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs, {_versions()}")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"in-process side: {settings} malloc settings")
-    names = args.backend or [name for name in BACKENDS if backend_class(name).available()]
-    print(f"input {SHAPE} float32; {args.rounds} rounds x {args.calls} calls each way; medians")
     print(
-        f"{'backend':<14}{'in-process ms':>15}{'ModelHost ms':>15}{'overhead ms':>14}{'overhead':>10}"
-        f"{'min in-proc':>13}{'min host':>10}"
+        "self.call: app as a plain subprocess (no sandbox) with panoramasdk, through runtime.bridge.Runtime"
     )
-    worst = -1.0
+    names = args.backend or [name for name in BACKENDS if backend_class(name).available()]
+    print(f"input {SHAPE} float32; {args.rounds} rounds x {args.calls} calls each way; ms: median (min)")
+    print(f"{'backend':<13}{'in-process':>17}{'ModelHost.call':>18}{'ratio':>7}{'self.call':>18}{'ratio':>7}")
+    worst = 0.0
     for name in names:
         with tempfile.TemporaryDirectory() as folder:
-            result = bench(name, Path(folder), args.calls, args.rounds)
-        worst = max(worst, result["overhead"])
+            r = bench(name, Path(folder), args.calls, args.rounds)
+        worst = max(worst, r["app_ratio"])
+        cells = [f"{r[f'{way}_ms']:.3f} ({r[f'{way}_min_ms']:.3f})" for way in ("inproc", "host", "app")]
         print(
-            f"{name:<14}{result['inproc_ms']:>15.3f}{result['host_ms']:>15.3f}"
-            f"{result['overhead_ms']:>14.3f}{result['overhead']:>10.1%}"
-            f"{result['inproc_min_ms']:>13.3f}{result['host_min_ms']:>10.3f}"
+            f"{name:<13}{cells[0]:>17}{cells[1]:>18}{r['host_ratio']:>7.3f}{cells[2]:>18}{r['app_ratio']:>7.3f}",
+            flush=True,
         )
-    print(f"worst overhead ratio: {1 + worst:.3f} (target < 1.10)")
+    print(f"worst self.call ratio: {worst:.3f} (target < 1.10)")
     if backend_class("onnxruntime").available():
         with tempfile.TemporaryDirectory() as folder:
-            median, best = round_trip(Path(folder), args.calls * args.rounds)
+            fixed = round_trip(Path(folder), args.calls * args.rounds)
         print(
-            f"fixed cost of a call (Identity, 588 KiB in and out): median {median:.3f} ms, min {best:.3f} ms"
+            "fixed cost of a call (Identity, 588 KiB in and out), median (min): "
+            f"ModelHost.call {fixed['host'][0]:.3f} ({fixed['host'][1]:.3f}) ms, "
+            f"self.call {fixed['app'][0]:.3f} ({fixed['app'][1]:.3f}) ms"
         )
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
 

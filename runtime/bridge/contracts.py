@@ -7,7 +7,8 @@ The node plan (:mod:`runtime.graph`), the model host (:mod:`runtime.models`) and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -17,9 +18,11 @@ __all__ = [
     "CodeNodeSpec",
     "FrameSink",
     "InterfaceSpec",
+    "LendingModelCaller",
     "ModelCaller",
     "ModelDescriptorSpec",
     "ModelInputSpec",
+    "ModelLease",
     "ModelSpec",
     "PlanSpec",
     "PortSpec",
@@ -112,6 +115,29 @@ class ModelCaller(Protocol):
     def names(self) -> tuple[str, ...]: ...
 
     def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]: ...
+
+
+class ModelLease(Protocol):
+    """A channel to the model server whose shared memory is a file an app maps
+    (``runtime.models.ModelLease``)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def ensure(self, size: int) -> None: ...
+
+    def call(
+        self, node: str, inputs: Sequence[tuple[str, np.dtype[Any], Sequence[int], int]]
+    ) -> Sequence[tuple[str, tuple[int, ...], int]]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LendingModelCaller(ModelCaller, Protocol):
+    """A model caller that also lends channels whose shared memory the app maps (``ModelHost``)."""
+
+    def lease(self, path: Path, size: int) -> ModelLease: ...
 
 
 class FrameSink(Protocol):

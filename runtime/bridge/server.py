@@ -4,7 +4,8 @@ One :class:`NodeServer` per code node listens on ``<run dir>/<node>.sock``. The 
 opens a *session* (a restarted app gets a fresh one; the previous one is closed); its end, however the app
 died, releases every slot the app held within moments. Each of the app's request connections is served by
 its own thread: ``get`` waits for frames (under the runtime's condition), ``put`` hands frames to the
-HDMI output straight from their slots, ``call`` runs a model node.
+HDMI output straight from their slots, ``call`` runs a model node, its arrays passing through the
+connection's call buffer (:mod:`runtime.bridge.calls`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.bridge.calls import CallBuffer, LeasedCallBuffer, call_buffer
 from runtime.bridge.contracts import CodeNodeSpec, ModelCaller
 from runtime.bridge.frames import Ring, Slot, SlotPool
 from runtime.bridge.metrics import NodeStats
@@ -106,6 +108,7 @@ class NodeServer:
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = False
+        self._buffers = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -288,20 +291,27 @@ class NodeServer:
             self._error(conn, P.ERR_CLOSED, f"the session of node {self.name} is over")
             return
         P.send_message(conn, {"op": P.OP_READY})
-        while True:
-            message, tail = P.recv_message(conn)
-            released = message.get("rel")
-            if released:
-                self._release(session, released)
-            op = message["op"]
-            if op == P.OP_GET:
-                self._get(conn, session, message)
-            elif op == P.OP_PUT:
-                self._put(session, message, tail)
-            elif op == P.OP_CALL:
-                self._call(conn, message, tail)
-            else:
-                self._error(conn, P.ERR_PROTOCOL, f"unknown request {op!r}")
+        buffer: CallBuffer | LeasedCallBuffer | None = None
+        try:
+            while True:
+                message, tail = P.recv_message(conn)
+                released = message.get("rel")
+                if released:
+                    self._release(session, released)
+                op = message["op"]
+                if op == P.OP_GET:
+                    self._get(conn, session, message)
+                elif op == P.OP_PUT:
+                    self._put(session, message, tail)
+                elif op == P.OP_CALL:
+                    self._call(conn, message, tail, buffer)
+                elif op == P.OP_BUFFER:
+                    buffer = self._buffer(conn, message, buffer)
+                else:
+                    self._error(conn, P.ERR_PROTOCOL, f"unknown request {op!r}")
+        finally:
+            if buffer is not None:
+                buffer.close()
 
     def _error(self, conn: socket.socket, kind: str, message: str) -> None:
         P.send_message(conn, {"op": P.OP_ERROR, "kind": kind, "message": message})
@@ -463,7 +473,36 @@ class NodeServer:
                 )
         return outputs, holds
 
-    def _call(self, conn: socket.socket, message: dict[str, Any], tail: bytearray) -> None:
+    def _buffer(
+        self, conn: socket.socket, message: dict[str, Any], buffer: CallBuffer | LeasedCallBuffer | None
+    ) -> CallBuffer | LeasedCallBuffer | None:
+        size = message.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            self._error(conn, P.ERR_VALUE, f"bad call buffer size {size!r}")
+            return buffer
+        if self.models is None:
+            self._error(conn, P.ERR_VALUE, "no model runtime attached to the appliance")
+            return buffer
+        if buffer is None:
+            with self.cond:
+                self._buffers += 1
+                name = f"{self.name}.call.{self._buffers}"
+            buffer = call_buffer(self.pool.shm_dir, name, self.models)
+        try:
+            buffer.ensure(size)
+        except (OSError, ValueError) as error:
+            self._error(conn, P.ERR_VALUE, f"no call buffer of {size} bytes: {one_line(error)}")
+            return buffer
+        P.send_message(conn, {"op": P.OP_BUFFER, "file": buffer.name, "size": buffer.size})
+        return buffer
+
+    def _call(
+        self,
+        conn: socket.socket,
+        message: dict[str, Any],
+        tail: bytearray,
+        buffer: CallBuffer | LeasedCallBuffer | None,
+    ) -> None:
         model = message.get("model")
         with self.cond:
             self.stats.model_calls += 1
@@ -475,16 +514,25 @@ class NodeServer:
                 conn, P.ERR_MODEL, f"model node {model}: no model runtime attached to the appliance"
             )
             return
+        specs = message.get("inputs", [])
+        results: list[np.ndarray] = []
         try:
-            specs = message.get("inputs", [])
-            arrays = P.arrays_from_tail(specs, tail)
-            inputs = {str(spec["name"]): array for spec, array in zip(specs, arrays, strict=True)}
-        except (KeyError, TypeError, P.ProtocolError) as error:
+            if message.get("shm"):
+                if buffer is None:
+                    raise P.ProtocolError("no call buffer: ask for one first")
+                # The arrays stay in the call buffer: the answer says where the outputs are.
+                header = {"op": P.OP_RESULT, "outputs": buffer.call(model, specs), "size": buffer.size}
+            else:
+                try:
+                    arrays = P.arrays_from_tail(specs, tail)
+                    inputs = {str(spec["name"]): array for spec, array in zip(specs, arrays, strict=True)}
+                except (KeyError, TypeError) as error:
+                    raise P.ProtocolError(str(error)) from None
+                results = [np.asarray(result) for result in self.models.call(model, inputs)]
+                header = {"op": P.OP_RESULT, "outputs": P.array_specs(results)}
+        except P.ProtocolError as error:
             self._call_failed(conn, P.ERR_VALUE, f"bad inputs for model node {model}: {one_line(error)}")
             return
-        try:
-            results = [np.asarray(result) for result in self.models.call(model, inputs)]
-            header = {"op": P.OP_RESULT, "outputs": P.array_specs(results)}
         except KeyError as error:
             self._call_failed(conn, P.ERR_KEY, f"model node {model} is not served: {one_line(error)}")
             return

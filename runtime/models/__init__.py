@@ -13,12 +13,13 @@ from runtime.models.base import (
     backends,
     select_backend,
 )
-from runtime.models.host import ModelHost
+from runtime.models.host import ModelHost, ModelLease
 
 __all__ = [
     "FRAMEWORK_BACKENDS",
     "Backend",
     "ModelHost",
+    "ModelLease",
     "ModelSpec",
     "backend_class",
     "backends",

@@ -4,243 +4,42 @@ Every model is loaded once, at :meth:`ModelHost.start`, in a server process (:mo
 a framework that crashes - even with a segmentation fault - takes down only that process: the calls in flight
 fail with a :class:`~emulator.errors.ModelError` naming the model node and the cause, the server is started
 again in the background, and the appliance keeps running. Inputs are checked here, against the descriptor,
-before anything is sent; arrays travel through shared memory (see :mod:`runtime.models.protocol`).
+before anything is sent; arrays travel through shared memory (see :mod:`runtime.models.protocol`). A
+:class:`ModelLease` is a channel whose shared memory is a file another process maps, so that an app's
+``self.call`` reaches the model server with no copy in the appliance.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-import runtime
 from emulator.errors import ModelError
 from runtime.models.base import ModelSpec, select_backend
-from runtime.models.protocol import SharedBuffer, layout, receive, send
+from runtime.models.protocol import SharedBuffer, align
+from runtime.models.server import SERVER_ENV, CallFailed, Channel, Meta, Placed, Prepared, Server, ServerLost
 
 if TYPE_CHECKING:
     from emulator.manifests import ModelDescriptor
 
-__all__ = ["SERVER_ENV", "ModelHost"]
+__all__ = ["SERVER_ENV", "ModelHost", "ModelLease"]
 
 logger = logging.getLogger("runtime.models")
-_server_log = logging.getLogger("runtime.models.server")
 
-_Prepared = list[tuple[str, np.ndarray, np.dtype[Any]]]
+_T = TypeVar("_T")
 
-#: Environment the model server gets unless the appliance's environment sets these already. glibc's malloc
-#: returns a framework's large per-call buffers (activations) to the kernel after every call and takes them
-#: back as fresh zeroed pages on the next one, thousands of page faults per call; a model server's working
-#: set is stable, so it keeps them.
-SERVER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-
-class _ServerLost(Exception):
-    """The server process went away (or its socket broke) during a call."""
-
-
-class _CallFailed(Exception):
-    """The model raised; the server is fine."""
-
-
-class _Channel:
-    """One socket + shared memory pair to the server, used by one call at a time."""
-
-    def __init__(self, sock: socket.socket, buffer: SharedBuffer) -> None:
-        self.sock = sock
-        self.buffer = buffer
-
-    def call(self, node: str, arrays: _Prepared) -> tuple[np.ndarray, ...]:
-        offsets, end = layout([(dtype, array.shape) for _, array, dtype in arrays])
-        self.buffer.ensure(end)
-        meta = []
-        for (name, array, dtype), offset in zip(arrays, offsets, strict=True):
-            np.copyto(self.buffer.array(dtype, array.shape, offset), array, casting="unsafe")
-            meta.append((name, dtype.str, tuple(array.shape), offset))
-        try:
-            send(self.sock, ("call", node, self.buffer.size, meta))
-            received = receive(self.sock)
-        except OSError as error:
-            raise _ServerLost(str(error)) from None
-        if received is None:
-            raise _ServerLost("end of file")
-        reply = received[0]
-        if reply[0] == "error":
-            raise _CallFailed(reply[1])
-        _, size, placed = reply
-        self.buffer.follow(size)
-        return tuple(self.buffer.array(dtype, shape, offset).copy() for dtype, shape, offset in placed)
-
-    def close(self) -> None:
-        self.sock.close()
-        self.buffer.close()
-
-
-class _Server:
-    """One model server process: started, loaded, serving; never reused after it is lost."""
-
-    def __init__(self, specs: list[ModelSpec]) -> None:
-        control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        package_root = Path(runtime.__file__).resolve().parent.parent
-        env = dict(os.environ)
-        for name, value in SERVER_ENV.items():
-            env.setdefault(name, value)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package_root), env.get("PYTHONPATH")]))
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "runtime.models.worker", str(child.fileno())],
-                pass_fds=(child.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Run from the package root so that nothing in the user's working directory shadows a module.
-                # The server stays in the appliance's session: with the kernel's session autogroups, a new
-                # session would compete with the appliance for CPU as a separate group.
-                cwd=package_root,
-                env=env,
-            )
-        except OSError as error:
-            control.close()
-            raise ModelError(f"cannot start the model server: {error}") from None
-        finally:
-            child.close()
-        self._control = control
-        self._control_lock = threading.Lock()
-        self._idle: list[_Channel] = []
-        self._idle_lock = threading.Lock()
-        self._tail: deque[str] = deque(maxlen=50)
-        self._reader = threading.Thread(target=self._read_output, name="model-server-output", daemon=True)
-        self._reader.start()
-        self._cause: str | None = None
-        self._cause_lock = threading.Lock()
-        self.closing = False
-        try:
-            self.ready = self._load(specs)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read_output(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            if line:
-                self._tail.append(line)
-                _server_log.debug("%s", line)
-        self.proc.stdout.close()
-
-    def _load(self, specs: list[ModelSpec]) -> dict[str, tuple[dict[str, str], list[str]]]:
-        by_node = {spec.node: spec for spec in specs}
-        loading: str | None = None
-        try:
-            send(self._control, ("load", specs))
-            while (received := receive(self._control)) is not None:
-                message = received[0]
-                if message[0] == "loading":
-                    loading = message[1]
-                elif message[0] == "failed":
-                    raise ModelError(message[2], node=message[1], file=str(by_node[message[1]].path))
-                else:
-                    ready: dict[str, tuple[dict[str, str], list[str]]] = message[1]
-                    return ready
-        except OSError:
-            pass  # the server is gone: say why below
-        when = "while loading the model" if loading else "before loading any model"
-        raise ModelError(f"the model server stopped {when} ({self.cause()})", node=loading)
-
-    def alive(self) -> bool:
-        return self._cause is None and self.proc.poll() is None
-
-    def cause(self) -> str:
-        """Why the process is gone (waiting for it, and killing it if it is somehow still there)."""
-        with self._cause_lock:
-            if self._cause is not None:
-                return self._cause
-            try:
-                status = self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                status = self.proc.wait()
-            self._reader.join(timeout=2)
-            if status < 0:
-                try:
-                    cause = f"killed by {signal.Signals(-status).name}"
-                except ValueError:
-                    cause = f"killed by signal {-status}"
-            else:
-                cause = f"exited with status {status}"
-            last = _last_words(list(self._tail))
-            if last:
-                cause += f"; last output: {last}"
-            self._cause = cause
-            if not self.closing:
-                logger.warning("model server (pid %d) stopped: %s", self.proc.pid, cause)
-            return cause
-
-    def acquire(self) -> _Channel:
-        with self._idle_lock:
-            if self._idle:
-                return self._idle.pop()
-        near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        buffer = SharedBuffer()
-        try:
-            with self._control_lock:
-                send(self._control, ("channel", buffer.size), fds=(far.fileno(), buffer.fd))
-        except OSError as error:
-            near.close()
-            buffer.close()
-            raise _ServerLost(str(error)) from None
-        finally:
-            far.close()
-        return _Channel(near, buffer)
-
-    def release(self, channel: _Channel) -> None:
-        with self._idle_lock:
-            self._idle.append(channel)
-
-    def close(self) -> None:
-        self.closing = True
-        self._control.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        with self._idle_lock:
-            for channel in self._idle:
-                channel.close()
-            self._idle.clear()
-        self._reader.join(timeout=2)
-
-
-def _last_words(lines: list[str]) -> str:
-    """The line of the server's output that best says why it died (a fatal error, else the last line)."""
-    for line in reversed(lines):
-        if line.startswith("Fatal Python error"):
-            return line
-    for line in reversed(lines):
-        if not line[:1].isspace() and not line.startswith(
-            ("Thread 0x", "Current thread", "Extension modules")
-        ):
-            return line[:300]
-    return ""
+PlacedInput = tuple[str, np.dtype[Any], Sequence[int], int]
+"""An input a caller wrote in a lease's file: ``(name, dtype, shape, offset)``."""
+Checked = list[tuple[str, np.dtype[Any]]]
 
 
 @dataclass
@@ -280,7 +79,7 @@ class ModelHost:
         self._stats_lock = threading.Lock()
         self._in_flight = 0
         self._lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: Server | None = None
         self._started = False
         self._closed = False
         self._restarts = 0
@@ -352,9 +151,9 @@ class ModelHost:
                 self._server = self._spawn()
             self._started = True
 
-    def _spawn(self) -> _Server:
+    def _spawn(self) -> Server:
         started = time.perf_counter()
-        server = _Server(list(self._specs.values()))
+        server = Server(list(self._specs.values()))
         for node, (dtypes, notes) in server.ready.items():
             self._dtypes[node] = {name: np.dtype(dtype) for name, dtype in dtypes.items()}
             for note in notes:
@@ -393,6 +192,24 @@ class ModelHost:
             ModelError: the inputs do not match the descriptor (the message names both shapes), the model
                 raised, the model server stopped during the call, or the host is not running.
         """
+        return self._counted(node, lambda: self._call(node, inputs))
+
+    def lease(self, path: Path, size: int) -> ModelLease:
+        """A channel of one's own whose shared memory is a new file, for a caller in another process.
+
+        Args:
+            path: the file to make (in a shared-memory directory the other process can open).
+            size: its first size in bytes.
+
+        Returns:
+            The lease; :meth:`ModelLease.close` removes the file.
+
+        Raises:
+            OSError: the file exists or cannot be made.
+        """
+        return ModelLease(self, SharedBuffer.create(path, size))
+
+    def _counted(self, node: str, run: Callable[[], _T]) -> _T:
         stats = self._stats.get(node)
         if stats is None:
             known = ", ".join(self._models) or "none"
@@ -402,7 +219,7 @@ class ModelHost:
             stats.calls += 1
             self._in_flight += 1
         try:
-            outputs = self._call(node, inputs)
+            outputs = run()
         except ModelError:
             with self._stats_lock:
                 stats.errors += 1
@@ -420,14 +237,14 @@ class ModelHost:
         server = self._running_server()
         try:
             channel = server.acquire()
-        except _ServerLost:
+        except ServerLost:
             raise self._lost(server, node) from None
         try:
             outputs = channel.call(node, arrays)
-        except _CallFailed as failure:
+        except CallFailed as failure:
             server.release(channel)
             raise ModelError(f"the model failed: {failure}", node=node) from None
-        except _ServerLost:
+        except ServerLost:
             channel.close()
             raise self._lost(server, node) from None
         except BaseException:
@@ -436,7 +253,24 @@ class ModelHost:
         server.release(channel)
         return outputs
 
-    def _lost(self, server: _Server, node: str) -> ModelError:
+    def _call_leased(self, lease: ModelLease, node: str, inputs: Sequence[PlacedInput]) -> Placed:
+        return self._counted(node, lambda: self._run_leased(lease, node, inputs))
+
+    def _run_leased(self, lease: ModelLease, node: str, inputs: Sequence[PlacedInput]) -> Placed:
+        meta = self._check_placed(node, lease.buffer, inputs)
+        server = self._running_server()
+        try:
+            return lease.channel(server).run(node, meta)
+        except CallFailed as failure:
+            raise ModelError(f"the model failed: {failure}", node=node) from None
+        except ServerLost:
+            lease.drop()
+            raise self._lost(server, node) from None
+        except BaseException:
+            lease.drop()
+            raise
+
+    def _lost(self, server: Server, node: str) -> ModelError:
         if self._closed:
             return ModelError("the model host was closed during the call", node=node)
         cause = server.cause()
@@ -445,7 +279,7 @@ class ModelHost:
             f"the model server stopped during the call ({cause}); it is being restarted", node=node
         )
 
-    def _prepare(self, node: str, inputs: Mapping[str, np.ndarray] | np.ndarray) -> _Prepared:
+    def _prepare(self, node: str, inputs: Mapping[str, np.ndarray] | np.ndarray) -> Prepared:
         declared = self._shapes[node]
         names = list(declared)
         if isinstance(inputs, np.ndarray):
@@ -461,28 +295,62 @@ class ModelHost:
                 f"not {type(inputs).__name__}",
                 node=node,
             )
-        for name in inputs:
+        arrays = {name: np.asarray(array) for name, array in inputs.items()}
+        checked = self._check(node, {name: (array.dtype, array.shape) for name, array in arrays.items()})
+        return [(name, arrays[name], dtype) for name, dtype in checked]
+
+    def _check(self, node: str, given: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> Checked:
+        """Check input names, kinds and shapes against the descriptor.
+
+        Returns:
+            ``(name, dtype the model takes)`` in the descriptor's order.
+        """
+        declared = self._shapes[node]
+        names = list(declared)
+        for name in given:
             if name not in declared:
                 raise ModelError(f"unknown input {name!r}: the descriptor declares inputs {names}", node=node)
         dtypes = self._dtypes.get(node, {})
-        prepared: _Prepared = []
+        checked: Checked = []
         for name, shape in declared.items():
-            if name not in inputs:
+            if name not in given:
                 raise ModelError(f"missing input {name!r}: the descriptor declares inputs {names}", node=node)
-            array = np.asarray(inputs[name])
-            if array.dtype.kind not in "biuf":
+            dtype, actual = given[name]
+            if dtype.kind not in "biuf":
+                raise ModelError(f"input {name!r} is a {dtype} array; the model needs numbers", node=node)
+            if not _matches(tuple(actual), shape):
                 raise ModelError(
-                    f"input {name!r} is a {array.dtype} array; the model needs numbers", node=node
+                    f"input {name!r} has shape {tuple(actual)} but the descriptor declares {shape}", node=node
                 )
-            if not _matches(array.shape, shape):
-                raise ModelError(
-                    f"input {name!r} has shape {tuple(array.shape)} but the descriptor declares {shape}",
-                    node=node,
-                )
-            prepared.append((name, array, dtypes.get(name, np.dtype(np.float32))))
-        return prepared
+            checked.append((name, dtypes.get(name, np.dtype(np.float32))))
+        return checked
 
-    def _running_server(self) -> _Server:
+    def _check_placed(self, node: str, buffer: SharedBuffer, inputs: Sequence[PlacedInput]) -> Meta:
+        """Check inputs written in a lease's file; convert those not in the model's type (after them)."""
+        placed = {name: (dtype, tuple(shape), offset) for name, dtype, shape, offset in inputs}
+        checked = self._check(node, {name: (dtype, shape) for name, (dtype, shape, _) in placed.items()})
+        end = 0
+        for name, (dtype, shape, offset) in placed.items():
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if offset < 0 or offset + nbytes > buffer.size:
+                raise ModelError(f"input {name!r} lies outside the call buffer", node=node)
+            end = max(end, offset + nbytes)
+        meta: Meta = []
+        for name, wanted in checked:
+            dtype, shape, offset = placed[name]
+            if dtype != wanted or offset % wanted.alignment:
+                source = buffer.array(dtype, shape, offset)
+                offset = align(end)
+                end = offset + source.size * wanted.itemsize
+                try:
+                    buffer.ensure(end)
+                except OSError as error:
+                    raise ModelError(f"no shared memory for the inputs: {error}", node=node) from None
+                np.copyto(buffer.array(wanted, shape, offset), source, casting="unsafe")
+            meta.append((name, wanted.str, shape, offset))
+        return meta
+
+    def _running_server(self) -> Server:
         server = self._server
         if server is not None and server.alive():
             return server
@@ -530,6 +398,78 @@ class ModelHost:
                 "p99_ms": round(p99, 3),
             }
         return result
+
+
+class ModelLease:
+    """A channel to the model server of one's own, whose shared memory is a file another process maps.
+
+    The bridge gives one to each app connection that calls model nodes: the app writes the inputs into the
+    file and reads the outputs from it, so no array is copied in the appliance. After a server restart the
+    lease opens a channel to the new server on the same file. One call at a time.
+
+    Args:
+        host: the model host.
+        buffer: the file, owned from now on.
+    """
+
+    def __init__(self, host: ModelHost, buffer: SharedBuffer) -> None:
+        self._host = host
+        self.buffer = buffer
+        self._server: Server | None = None
+        self._channel: Channel | None = None
+
+    @property
+    def size(self) -> int:
+        """The file's size now (the server grows it when the outputs do not fit)."""
+        return self.buffer.size
+
+    def ensure(self, size: int) -> None:
+        """Grow the file to ``size`` bytes at least.
+
+        Raises:
+            OSError: no memory for it (tmpfs full).
+        """
+        self.buffer.ensure(size)
+
+    def call(self, node: str, inputs: Sequence[PlacedInput]) -> Placed:
+        """Run a model node on inputs in the file, as :meth:`ModelHost.call` does (same checks and errors).
+
+        Args:
+            node: the model node.
+            inputs: ``(name, dtype, shape, offset)`` of each input in the file.
+
+        Returns:
+            ``(dtype, shape, offset)`` of each output (float32) in the file, whose size may have grown.
+
+        Raises:
+            KeyError: there is no model node of that name.
+            ModelError: as for :meth:`ModelHost.call`, or an input lies outside the file.
+        """
+        return self._host._call_leased(self, node, inputs)
+
+    def channel(self, server: Server) -> Channel:
+        """The channel to ``server``, opened on first use and after a restart.
+
+        Raises:
+            ServerLost: the server is gone.
+        """
+        if self._channel is None or self._server is not server:
+            self.drop()
+            self._channel = Channel(server.attach(self.buffer), self.buffer)
+            self._server = server
+        return self._channel
+
+    def drop(self) -> None:
+        """Close the channel (not the file)."""
+        if self._channel is not None:
+            self._channel.sock.close()
+            self._channel = None
+            self._server = None
+
+    def close(self) -> None:
+        """Close the channel and remove the file."""
+        self.drop()
+        self.buffer.close()
 
 
 def _matches(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:

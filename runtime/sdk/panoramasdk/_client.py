@@ -167,6 +167,7 @@ class Session(object):
     def _drop_connection(self):
         sock = getattr(self._local, "sock", None)
         self._local.sock = None
+        self._local.buffer = None  # the appliance removes it with the connection
         if sock is not None:
             with contextlib.suppress(ValueError):
                 self._socks.remove(sock)
@@ -282,10 +283,49 @@ class Session(object):
         specs = P.array_specs(arrays)
         for index, spec in enumerate(specs):
             spec["name"] = names[index]
-        answer, tail = self._request(
-            {"op": P.OP_CALL, "model": model, "inputs": specs}, P.tail_buffers(arrays), timeout=timeout
-        )
-        return tuple(P.arrays_from_tail(answer.get("outputs", []), tail))
+        header = {"op": P.OP_CALL, "model": model, "inputs": specs}
+        buffer = self._call_buffer(max(P.place(specs), 1))
+        if buffer is None:
+            for spec in specs:
+                del spec["offset"]
+            answer, tail = self._request(header, P.tail_buffers(arrays), timeout=timeout)
+        else:
+            for index, view in enumerate(P.arrays_in_buffer(specs, buffer.map)):
+                np.copyto(view, arrays[index], casting="no")
+            header["shm"] = True
+            answer, tail = self._request(header, timeout=timeout)
+        outputs = answer.get("outputs", [])
+        if "size" not in answer:
+            return tuple(P.arrays_from_tail(outputs, tail))
+        buffer = self._call_buffer(answer["size"], grown=True)
+        if buffer is None:
+            raise ApplianceConnectionError("panoramasdk: the model call buffer is gone")
+        return tuple(array.copy() for array in P.arrays_in_buffer(outputs, buffer.map))
+
+    def _call_buffer(self, size, grown=False):
+        """This thread's call buffer, holding ``size`` bytes at least (None: send arrays in the tail).
+
+        With ``grown``, the appliance has made the file ``size`` bytes long already: map it again.
+        """
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is False:
+            return None
+        if buffer is not None and buffer.size >= size:
+            return buffer
+        try:
+            if grown and buffer is not None:
+                buffer = _CallBuffer(self.shm_dir, buffer.file, size)
+            else:
+                answer, _ = self._request({"op": P.OP_BUFFER, "size": size})
+                buffer = _CallBuffer(self.shm_dir, answer["file"], answer["size"])
+        except ApplianceConnectionError:
+            raise
+        except (ValueError, KeyError, TypeError, OSError, RuntimeError):
+            # No shared memory for calls (shm full, unmappable, refused): arrays go through the socket.
+            self._local.buffer = False
+            return None
+        self._local.buffer = buffer
+        return buffer
 
     def _model_inputs(self, model, inputs):
         if isinstance(inputs, media):
@@ -328,6 +368,21 @@ class Session(object):
         import _thread
 
         _thread.interrupt_main()
+
+
+class _CallBuffer(object):
+    """This side's mapping of a connection's call buffer (a file in the shm directory)."""
+
+    def __init__(self, shm_dir, name, size):
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ValueError("bad call buffer name {!r}".format(name))
+        fd = os.open(os.path.join(shm_dir, name), os.O_RDWR)
+        try:
+            self.map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.file = name
+        self.size = size
 
 
 def _flush():

@@ -20,7 +20,13 @@ Conversation:
   ``request``, the session id) -> ``ready``.
 - ``get`` (a media port, a timeout) -> ``frames`` (one item per camera) or ``error`` (kind ``timeout``).
 - ``put`` (an output port, one item per media) -> no reply.
-- ``call`` (a model node, input arrays) -> ``result`` (output arrays) or ``error``.
+- ``buffer`` (a size) -> ``buffer`` (a file in the shm directory and its size) or ``error``: the
+  connection's *call buffer*, made (or grown) by the appliance and mapped by both sides.
+- ``call`` (a model node, input arrays) -> ``result`` (output arrays) or ``error``. Arrays whose specs have
+  an ``"offset"`` live in the connection's call buffer instead of the tail: the app writes the inputs at
+  the offsets it chose, the appliance writes the outputs after them (growing the file when they do not
+  fit; the answer's ``"size"`` is then larger than the app's mapping). A model call thus crosses the
+  bridge as two short messages.
 - Any request may carry ``rel``: slots the app no longer references.
 
 This module runs inside the app's root filesystem (Python 3.8, standard library and numpy only) and on the
@@ -47,6 +53,7 @@ __all__ = [
     "HEADER",
     "MAX_JSON",
     "MAX_TAIL",
+    "OP_BUFFER",
     "OP_CALL",
     "OP_ERROR",
     "OP_FRAMES",
@@ -66,8 +73,11 @@ __all__ = [
     "ProtocolError",
     "array_specs",
     "arrays_from_tail",
+    "arrays_in_buffer",
     "bind_unix",
     "connect_unix",
+    "parse_spec",
+    "place",
     "recv_message",
     "send_message",
     "tail_buffers",
@@ -95,6 +105,7 @@ OP_READY = "ready"
 OP_GET = "get"
 OP_FRAMES = "frames"
 OP_PUT = "put"
+OP_BUFFER = "buffer"
 OP_CALL = "call"
 OP_RESULT = "result"
 OP_ERROR = "error"
@@ -109,6 +120,8 @@ ERR_PROTOCOL = "protocol"
 HEADER = struct.Struct("<II")
 MAX_JSON = 16 * 1024 * 1024
 MAX_TAIL = 2 * 1024 * 1024 * 1024
+ALIGN = 64
+"""Alignment of every array in a call buffer."""
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _UNIX_PATH_MAX = 100
@@ -230,6 +243,33 @@ def tail_buffers(arrays):
     return views
 
 
+def parse_spec(spec):
+    """The dtype, shape and element count an array spec describes.
+
+    Args:
+        spec: one array spec (``dtype`` and ``shape``).
+
+    Returns:
+        ``(dtype, shape, count)``.
+
+    Raises:
+        ProtocolError: the spec is malformed, has a negative dimension, or names an object dtype.
+    """
+    try:
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(int(dim) for dim in spec["shape"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProtocolError("bad array spec: {}".format(error)) from None
+    if dtype.hasobject:
+        raise ProtocolError("object arrays are not allowed")
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise ProtocolError("bad array spec: negative dimension {}".format(dim))
+        count *= dim
+    return dtype, shape, count
+
+
 def arrays_from_tail(specs, tail):
     """Rebuild arrays sent with :func:`array_specs` / :func:`tail_buffers` (views on ``tail``, no copy).
 
@@ -245,27 +285,66 @@ def arrays_from_tail(specs, tail):
     """
     arrays = []
     offset = 0
-    try:
-        for spec in specs:
-            dtype = np.dtype(spec["dtype"])
-            if dtype.hasobject:
-                raise ProtocolError("object arrays are not allowed")
-            shape = tuple(int(size) for size in spec["shape"])
-            count = 1
-            for size in shape:
-                count *= size
-            nbytes = count * dtype.itemsize
-            if offset + nbytes > len(tail):
-                raise ProtocolError("message tail shorter than its arrays")
-            array = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
-            arrays.append(array)
-            offset += nbytes
-    except (KeyError, TypeError, ValueError) as error:
-        if isinstance(error, ProtocolError):
-            raise
-        raise ProtocolError("bad array spec: {}".format(error)) from None
+    for spec in specs:
+        dtype, shape, count = parse_spec(spec)
+        nbytes = count * dtype.itemsize
+        if offset + nbytes > len(tail):
+            raise ProtocolError("message tail shorter than its arrays")
+        arrays.append(np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape))
+        offset += nbytes
     if offset != len(tail):
         raise ProtocolError("message tail longer than its arrays")
+    return arrays
+
+
+def place(specs, start=0):
+    """Give each array an ``"offset"`` in a call buffer, one after the other from ``start``, aligned.
+
+    Args:
+        specs: array specs (from :func:`array_specs`), changed in place.
+        start: the first byte the arrays may use.
+
+    Returns:
+        The end of the last array: the buffer size they need.
+    """
+    end = start
+    for spec in specs:
+        end = (end + ALIGN - 1) // ALIGN * ALIGN
+        spec["offset"] = end
+        count = 1
+        for size in spec["shape"]:
+            count *= int(size)
+        end += count * np.dtype(spec["dtype"]).itemsize
+    return end
+
+
+def arrays_in_buffer(specs, buffer):
+    """Views of the arrays that specs with offsets (see :func:`place`) describe in a call buffer.
+
+    Args:
+        specs: array specs, each with an ``"offset"``.
+        buffer: the mapped call buffer (writable views when it is writable).
+
+    Returns:
+        A list of numpy arrays sharing the buffer's memory (copy them to keep them past the next call).
+
+    Raises:
+        ProtocolError: a spec is malformed, or an array does not lie within the buffer.
+    """
+    arrays = []
+    size = len(buffer)
+    for spec in specs:
+        dtype, shape, count = parse_spec(spec)
+        try:
+            offset = int(spec["offset"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProtocolError("bad array offset: {}".format(error)) from None
+        if offset < 0 or offset + count * dtype.itemsize > size:
+            raise ProtocolError("array outside the call buffer")
+        if count == 0:
+            arrays.append(np.empty(shape, dtype))
+            continue
+        arrays.append(np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape))
     return arrays
 
 

@@ -68,6 +68,44 @@ def test_array_specs_must_match_the_tail() -> None:
         P.array_specs([np.array([object()])])
 
 
+def test_arrays_placed_in_a_call_buffer_are_aligned_and_read_back_in_place() -> None:
+    arrays = [
+        np.arange(3, dtype=np.uint8),
+        np.ones((2, 5), np.float32),
+        np.zeros((0, 4)),
+        np.array([7], "<i8"),
+    ]
+    specs = P.array_specs(arrays)
+    end = P.place(specs, start=10)
+    assert [spec["offset"] for spec in specs] == [64, 128, 192, 192]  # each on a 64-byte boundary
+    assert end == 200
+    buffer = bytearray(end)
+    views = P.arrays_in_buffer(specs, buffer)
+    for view, array in zip(views, arrays, strict=True):
+        view[...] = array
+    assert buffer[64:67] == bytes([0, 1, 2]) and buffer[192] == 7
+    again = P.arrays_in_buffer(specs, buffer)
+    for original, back in zip(arrays, again, strict=True):
+        assert back.dtype == original.dtype and np.array_equal(back, original)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"dtype": "<f4", "shape": [4], "offset": 8},
+        {"dtype": "<f4", "shape": [1], "offset": -4},
+        {"dtype": "|O", "shape": [1], "offset": 0},
+        {"dtype": "<f4", "shape": [1]},
+        {"dtype": "nonsense", "shape": [1], "offset": 0},
+        {"dtype": "<f4", "shape": [-2, -1], "offset": 0},
+    ],
+    ids=["past the end", "before the start", "objects", "no offset", "bad dtype", "negative dimensions"],
+)
+def test_arrays_outside_a_call_buffer_are_protocol_errors(spec: dict[str, object]) -> None:
+    with pytest.raises(P.ProtocolError):
+        P.arrays_in_buffer([spec], bytearray(16))
+
+
 def test_sockets_work_at_paths_longer_than_a_socket_address(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)

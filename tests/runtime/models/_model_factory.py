@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from emulator.manifests import ModelDescriptor, ModelInput
+from runtime.models import ModelHost
 
+WAIT = 120.0  # generous bound for something to happen on a loaded machine
 IMAGE = (1, 3, 32, 32)
 PAIR = (1, 4)
 NHWC = (1, 16, 16, 3)
@@ -273,3 +275,23 @@ def model_folder(root: Path, name: str) -> Path:
 def image(seed: int, shape: tuple[int, ...] = IMAGE) -> np.ndarray:
     """A reproducible float32 input in [0, 1)."""
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_until_computing(host: ModelHost) -> int:
+    """Wait until a call is in flight and the server burns CPU on it; return the server's pid."""
+    deadline = time.monotonic() + WAIT
+    while host.in_flight == 0:
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.01)
+    pid = host.pid
+    assert pid is not None
+    start = cpu_ticks(pid)
+    while cpu_ticks(pid) < start + 20:
+        assert time.monotonic() < deadline, "the server never started computing"
+        time.sleep(0.02)
+    return pid

@@ -5,40 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _model_factory import IMAGE, PAIR, descriptor, image, kill_and_wait
+from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
 from runtime.models import ModelHost
 
 # TorchScript is what SageMaker Neo took for PyTorch; torch now marks it deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
-
-WAIT = 120.0  # generous bound for something to happen on a loaded machine
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def wait_until_computing(host: ModelHost) -> int:
-    """Wait until a call is in flight and the server burns CPU on it; return the server's pid."""
-    deadline = time.monotonic() + WAIT
-    while host.in_flight == 0:
-        assert time.monotonic() < deadline, "the call never started"
-        time.sleep(0.01)
-    pid = host.pid
-    assert pid is not None
-    start = cpu_ticks(pid)
-    while cpu_ticks(pid) < start + 20:
-        assert time.monotonic() < deadline, "the server never started computing"
-        time.sleep(0.02)
-    return pid
 
 
 def call_in_thread(host: ModelHost, node: str, x: np.ndarray) -> tuple[threading.Thread, list[BaseException]]:

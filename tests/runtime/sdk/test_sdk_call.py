@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from collections.abc import Mapping
 
 import numpy as np
+import pytest
 
 from runtime.bridge.testing import BridgeLab, FakeModels, app_plan, code_node, model_plan
 
@@ -180,3 +183,96 @@ def test_a_thread_can_call_a_model_while_another_waits_for_frames(lab: BridgeLab
     done = lab.finish(app)
     assert done.returncode == 0, done.stderr
     assert done.result == [[2.0, 2.0], 1]
+
+
+def test_outputs_larger_than_the_call_buffer_grow_it_and_stay_the_apps(lab: BridgeLab) -> None:
+    def widen(inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        data = inputs["data"]
+        return np.full((int(data[0]), 1000), data[1], np.float32), data.astype(np.float64)
+
+    runtime = lab.runtime(
+        app_plan(code_node(), models=[model_plan()]), models=FakeModels({"model_node": widen})
+    )
+    app = lab.app(
+        runtime,
+        src(
+            """
+            import os
+            node = panoramasdk.node()
+            small = node.call(np.array([2, 7], np.float32), "model_node")
+            big = node.call(np.array([3000, 9], np.float32), "model_node")  # 12 MB: the buffer grows
+            last = node.call(np.array([1, 5], np.float32), "model_node")
+            shm = os.environ["PANORAMA_EMULATOR_SHM"]
+            result({
+                "small": [small[0].shape, float(small[0].min()), float(small[0].max()), small[1].tolist()],
+                "big": [big[0].shape, float(big[0].min()), float(big[0].max()), str(big[1].dtype)],
+                "last": [last[0].shape, float(last[0].max())],
+                "writable": bool(small[0].flags.writeable and small[0].flags.owndata),
+                "buffer": [os.path.getsize(os.path.join(shm, name)) >= 12000000
+                           for name in os.listdir(shm) if ".call." in name],
+            })
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == {
+        "small": [[2, 1000], 7.0, 7.0, [2.0, 7.0]],  # not overwritten by the later, larger calls
+        "big": [[3000, 1000], 9.0, 9.0, "float64"],
+        "last": [[1, 1000], 5.0],
+        "writable": True,
+        "buffer": [True],
+    }
+
+
+def test_the_call_buffer_goes_with_the_connection(lab: BridgeLab) -> None:
+    runtime = lab.runtime(
+        app_plan(code_node(), models=[model_plan()]), models=FakeModels({"model_node": _double})
+    )
+    app = lab.app(
+        runtime,
+        src(
+            """
+            import sys
+            node = panoramasdk.node()
+            node.call(np.ones(4, np.float32), "model_node")
+            print("called", flush=True)
+            sys.stdin.readline()
+            """
+        ),
+        stdin=True,
+    )
+    assert app.stdout is not None and app.stdin is not None
+    assert app.stdout.readline() == b"called\n"
+    assert sorted(name for name in os.listdir(runtime.shm_dir) if ".call." in name) == ["code_node.call.1"]
+    app.kill()
+    lab.finish(app)
+    deadline = time.monotonic() + 120  # generous: the connection's thread removes it once the app is gone
+    while any(".call." in name for name in os.listdir(runtime.shm_dir)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [name for name in os.listdir(runtime.shm_dir) if ".call." in name] == []
+
+
+def test_without_a_call_buffer_arrays_go_through_the_socket(
+    lab: BridgeLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 64)
+    models = FakeModels({"model_node": _double})
+    runtime = lab.runtime(app_plan(code_node(), models=[model_plan()]), models=models)
+    app = lab.app(
+        runtime,
+        src(
+            """
+            import os
+            node = panoramasdk.node()
+            first = node.call(np.arange(100, dtype=np.float32), "model_node")
+            second = node.call(np.arange(3, dtype=np.float32), "model_node")
+            shm = os.environ["PANORAMA_EMULATOR_SHM"]
+            result([first[1].tolist(), second[0].tolist(), [f for f in os.listdir(shm) if ".call." in f]])
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == [[4950.0], [0.0, 2.0, 4.0], []]
+    assert len(models.calls) == 2

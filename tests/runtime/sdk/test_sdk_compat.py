@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runtime.bridge import SDK_DIR
-from runtime.bridge.testing import BridgeLab
+from runtime.bridge.testing import BridgeLab, FakeModels, app_plan, code_node, model_plan
 
 SDK_FILES = sorted((SDK_DIR / "panoramasdk").glob("*.py"))
 ALLOWED_IMPORTS = {
@@ -119,3 +119,28 @@ def test_an_app_on_python_3_8_gets_and_puts_frames(lab: BridgeLab) -> None:
     assert done.returncode == 0, done.stderr
     assert done.result == 8
     assert runtime.frames_out == 5
+
+
+def test_an_app_on_python_3_8_calls_a_model_through_its_call_buffer(lab: BridgeLab) -> None:
+    python = _python38()
+    if python is None:
+        pytest.skip("no Python 3.8 with numpy on this machine")
+    models = FakeModels({"model_node": lambda inputs: (inputs["data"] * 2,)})
+    runtime = lab.runtime(app_plan(code_node(), models=[model_plan()]), models=models)
+    app = lab.app(
+        runtime,
+        """
+        import json, os, sys
+        import numpy as np
+        import panoramasdk
+        node = panoramasdk.node()
+        small = node.call(np.arange(3, dtype=np.float32), "model_node")
+        big = node.call({"data": np.ones((500, 1000))}, "model_node")  # 4 MB each way: the buffer grows
+        files = [name for name in os.listdir(os.environ["PANORAMA_EMULATOR_SHM"]) if ".call." in name]
+        print("RESULT " + json.dumps([sys.version_info[1], small[0].tolist(), float(big[0].sum()), files]))
+        """,
+        python=python,
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == [8, [0.0, 2.0, 4.0], 1000000.0, ["code_node.call.1"]]

@@ -1,0 +1,235 @@
+"""Model calls from apps through leased channels: an app's call buffer is the model server's shared memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
+
+from emulator.errors import ModelError
+from runtime.bridge.testing import BridgeLab, app_plan, code_node
+from runtime.graph import AppPlan, ModelPlan
+from runtime.models import ModelHost
+
+# TorchScript is what SageMaker Neo took for PyTorch; torch now marks it deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
+
+PRELUDE = """
+import json
+import sys
+
+import numpy as np
+import panoramasdk
+
+def image(seed, shape=(1, 3, 32, 32)):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+node = panoramasdk.node()
+"""
+
+
+def model_node(name: str, *inputs: tuple[str, tuple[int, ...]]) -> ModelPlan:
+    return ModelPlan(name, "123456789012::MODEL", f"{name}_asset", "", "", descriptor("ONNX", *inputs))
+
+
+def conv_plan() -> AppPlan:
+    models = [model_node("conv_node", ("data", IMAGE)), model_node("pair_node", ("a", PAIR), ("b", PAIR))]
+    return app_plan(code_node(media_inputs={}), models=models)
+
+
+def call_files(shm_dir: Path) -> list[str]:
+    return sorted(name for name in os.listdir(shm_dir) if ".call." in name)
+
+
+def test_an_app_calls_models_through_its_channel_and_gets_what_the_host_computes(
+    onnx_host: ModelHost, tmp_path: Path
+) -> None:
+    before = onnx_host.metrics()["conv_node"]["calls"]
+    with BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(conv_plan(), models=onnx_host)
+        out = tmp_path / "out.npz"
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + f"""
+x = image(0)
+as_float = node.call({{"data": x}}, "conv_node")
+as_bytes = node.call((x * 255).astype(np.uint8), "conv_node")  # converted to float32 by the host
+as_double = node.call({{"data": x.astype(np.float64)}}, "conv_node")
+again = node.call({{"data": image(1)}}, "conv_node")
+pair = node.call({{"a": np.ones((1, 4), np.float32), "b": np.full((1, 4), 2, np.float32)}}, "pair_node")
+np.savez({str(out)!r}, *as_float, *as_bytes, *as_double, *again, *pair)
+import os
+print("RESULT " + json.dumps({{
+    "types": sorted({{type(o).__name__ + " " + str(o.dtype) for o in as_float + again + pair}}),
+    "files": sorted(f for f in os.listdir(os.environ["PANORAMA_EMULATOR_SHM"]) if ".call." in f),
+}}), flush=True)
+""",
+        )
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        assert done.result == {"types": ["ndarray float32"], "files": ["code_node.call.1"]}
+        with np.load(out) as saved:
+            got = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+        x = image(0)
+        expected = [
+            *onnx_host.call("conv_node", x),
+            *onnx_host.call("conv_node", (x * 255).astype(np.uint8).astype(np.float32)),
+            *onnx_host.call("conv_node", x),
+            *onnx_host.call("conv_node", image(1)),
+            *onnx_host.call("pair_node", {"a": np.ones(PAIR, np.float32), "b": np.full(PAIR, 2, np.float32)}),
+        ]
+        assert [array.shape for array in got] == [(1, 4, 16, 16), (1, 4)] * 4 + [PAIR]
+        for have, want in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(have, want)
+        assert onnx_host.metrics()["conv_node"]["calls"] == before + 4 + 4
+        assert runtime.metrics()["nodes"]["code_node"]["model_calls"] == 5  # type: ignore[index]
+        # The connection ended with the app: its call buffer is gone.
+        deadline = time.monotonic() + WAIT
+        while call_files(runtime.shm_dir) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert call_files(runtime.shm_dir) == []
+
+
+def test_wrong_inputs_through_the_channel_fail_that_call_with_the_host_message(
+    onnx_host: ModelHost, tmp_path: Path
+) -> None:
+    with BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(conv_plan(), models=onnx_host)
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + """
+errors = []
+for inputs in ({"data": np.zeros((1, 3, 16, 16), np.float32)}, {"image": image(0)}):
+    try:
+        node.call(inputs, "conv_node")
+    except panoramasdk.ModelCallError as error:
+        errors.append(str(error))
+errors.append(node.call(image(0), "conv_node")[1].shape)
+print("RESULT " + json.dumps(errors), flush=True)
+""",
+        )
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        assert done.result == [
+            "node conv_node: input 'data' has shape (1, 3, 16, 16) "
+            "but the descriptor declares (1, 3, 32, 32)",
+            "node conv_node: unknown input 'image': the descriptor declares inputs ['data']",
+            [1, 4],
+        ]
+
+
+def test_after_a_server_restart_the_app_keeps_calling_through_the_same_buffer(
+    onnx_conv: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    with ModelHost([("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))]) as host:
+        plan = app_plan(code_node(media_inputs={}), models=[model_node("conv_node", ("data", IMAGE))])
+        with BridgeLab(tmp_path) as lab:
+            runtime = lab.runtime(plan, models=host)
+            app = lab.app(
+                runtime,
+                PRELUDE
+                + """
+first = node.call(image(0), "conv_node")
+print("called", flush=True)
+sys.stdin.readline()
+second = node.call(image(0), "conv_node")
+print("RESULT " + json.dumps([np.array_equal(a, b) for a, b in zip(first, second)]), flush=True)
+""",
+                stdin=True,
+            )
+            assert app.stdout is not None and app.stdin is not None
+            assert app.stdout.readline() == b"called\n"
+            pid = host.pid
+            assert pid is not None
+            kill_and_wait(pid)
+            files = call_files(runtime.shm_dir)
+            app.stdin.write(b"go\n")
+            app.stdin.flush()
+            done = lab.finish(app)
+            assert done.returncode == 0, done.stderr
+            assert done.result == [True, True]
+            assert host.restarts == 1 and host.pid not in (None, pid)
+            assert files == ["code_node.call.1"]
+
+
+def test_a_lease_converts_inputs_grows_its_file_and_removes_it(onnx_host: ModelHost, tmp_path: Path) -> None:
+    path = tmp_path / "lease.buf"
+    lease = onnx_host.lease(path, 16)
+    try:
+        assert path.stat().st_size == lease.size == os.sysconf("SC_PAGE_SIZE")
+        x = (image(3) * 255).astype(np.uint8)
+        lease.ensure(x.nbytes)
+        lease.buffer.array(x.dtype, x.shape, 0)[...] = x
+        placed = lease.call("conv_node", [("data", x.dtype, x.shape, 0)])
+        assert lease.size > x.nbytes and path.stat().st_size == lease.size  # float32 copy + outputs
+        got = [lease.buffer.array(dtype, shape, offset).copy() for dtype, shape, offset in placed]
+        assert [dtype for dtype, _, _ in placed] == ["<f4", "<f4"]
+        for have, want in zip(got, onnx_host.call("conv_node", x.astype(np.float32)), strict=True):
+            np.testing.assert_array_equal(have, want)
+        with pytest.raises(ModelError, match="input 'data' lies outside the call buffer"):
+            lease.call("conv_node", [("data", np.dtype(np.float32), IMAGE, lease.size - 8)])
+        with pytest.raises(KeyError):
+            lease.call("no_such_node", [])
+    finally:
+        lease.close()
+    assert not path.exists()
+
+
+def test_a_server_killed_during_a_leased_call_fails_that_call_and_the_lease_serves_the_next(
+    torch_spinner: Path, tmp_path: Path
+) -> None:
+    with ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))]) as host:
+        lease = host.lease(tmp_path / "lease.buf", 64)
+        errors: list[BaseException] = []
+        inputs = [("data", np.dtype(np.float32), PAIR, 0)]
+
+        def call() -> None:
+            try:
+                lease.call("spinner", inputs)
+            except BaseException as error:
+                errors.append(error)
+
+        try:
+            lease.buffer.array(np.float32, PAIR, 0)[...] = 1e9
+            thread = threading.Thread(target=call, daemon=True)
+            thread.start()
+            pid = wait_until_computing(host)
+            os.kill(pid, signal.SIGKILL)
+            thread.join(WAIT)
+            assert [type(error) for error in errors] == [ModelError]
+            assert str(errors[0]).startswith(
+                "node spinner: the model server stopped during the call (killed by"
+            )
+            lease.buffer.array(np.float32, PAIR, 0)[...] = 2.0
+            ((dtype, shape, offset),) = lease.call("spinner", inputs)
+            out = lease.buffer.array(dtype, shape, offset)
+            np.testing.assert_allclose(out, np.tanh(np.tanh(np.full(PAIR, 2.0))) + 1.0, atol=1e-6)
+            assert host.restarts == 1 and host.pid not in (None, pid)
+        finally:
+            lease.close()
+
+
+def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
+    onnx_host: ModelHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 1024)
+    with BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(conv_plan(), models=onnx_host)
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + 'print("RESULT " + json.dumps(node.call(image(0), "conv_node")[1].tolist()), flush=True)\n',
+        )
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        assert done.result == onnx_host.call("conv_node", image(0))[1].tolist()
+        assert call_files(runtime.shm_dir) == []
