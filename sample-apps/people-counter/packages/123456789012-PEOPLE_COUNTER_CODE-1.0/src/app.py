@@ -13,6 +13,7 @@ Parameters (graph.json value nodes):
 import json
 import logging
 import os
+import signal
 import time
 from logging.handlers import RotatingFileHandler
 
@@ -171,9 +172,15 @@ class Application(panoramasdk.node):
         self.label = str(self.inputs.label.get())
         self.previous = {}
         self.counter = Counter(COUNT_FILE)
+        state = self.counter.state
         logger.info(
             "people counter started: threshold %.1f, label %r, boot %d",
-            self.threshold, self.label, self.counter.state["boots"],
+            self.threshold, self.label, state["boots"],
+        )
+        print(
+            "people-counter: boot {}; kept in storage from earlier boots: {} frames, {} detections".format(
+                state["boots"], state["frames"], state["detections"]),
+            flush=True,
         )
 
     def process_streams(self):
@@ -205,8 +212,16 @@ class Application(panoramasdk.node):
         self.outputs.video_out.put(streams)
 
 
+def stop(signum, frame):
+    raise SystemExit(0)
+
+
 def main():
     setup_logging()
+    # The appliance stops an application with SIGTERM: save the count then. A power cut gives no warning,
+    # and loses at most the last SAVE_EVERY frames.
+    signal.signal(signal.SIGTERM, stop)
+    app = None
     try:
         app = Application()
         logger.info("processing streams")
@@ -215,6 +230,11 @@ def main():
     except Exception:
         logger.exception("the processing loop failed")
         raise
+    finally:
+        if app is not None:
+            app.counter.save()
+            print("people-counter: stopping; {} frames counted over {} boots".format(
+                app.counter.state["frames"], app.counter.state["boots"]), flush=True)
 
 
 if __name__ == "__main__":
