@@ -67,6 +67,9 @@ def test_an_app_in_bwrap_gets_frames_puts_overlays_and_calls_models(
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "panorama"]
     argv += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     argv += ["--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/opt"]
+    # The Python running the app, back on top of the tmpfs when it lives under /tmp or /opt.
+    for prefix in sorted({sys.base_prefix, sys.prefix}):
+        argv += ["--ro-bind", prefix, prefix]
     argv += ["--ro-bind", str(SDK_DIR), SANDBOX_SDK_DIR]
     argv += ["--bind", str(runtime.run_dir), SANDBOX_RUN_DIR, "--bind", str(runtime.shm_dir), SANDBOX_SHM_DIR]
     argv += ["--ro-bind", str(script), "/opt/app.py"]
