@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -116,10 +115,9 @@ def through_bridge(frames: int, workdir: Path, still: bool = False) -> tuple[flo
     """Frames per second of the same app through the bridge (lockstep), and the runtime's metrics."""
     script = workdir / "noop_app.py"
     script.write_text(BRIDGE_APP)
-    shm = Path(tempfile.mkdtemp(prefix="bench-frames-", dir="/dev/shm"))
     source = _source(still)
     runtime = Runtime(
-        app_plan(code_node()), workdir / "run", shm, cameras={"camera_node": source}, hdmi=None, models=None
+        app_plan(code_node()), workdir / "run", cameras={"camera_node": source}, hdmi=None, models=None
     )
     try:
         runtime.start()
@@ -135,7 +133,6 @@ def through_bridge(frames: int, workdir: Path, still: bool = False) -> tuple[flo
         app.wait()
     finally:
         runtime.stop()
-        shutil.rmtree(shm, ignore_errors=True)
     return fps, metrics
 
 
@@ -143,13 +140,11 @@ def realtime(seconds: float, workdir: Path, cameras: int = 4) -> dict[str, objec
     """Drop figures of ``cameras`` synthetic 1080p30 cameras on a no-op app in realtime mode."""
     script = workdir / "noop_app.py"
     script.write_text(BRIDGE_APP)
-    shm = Path(tempfile.mkdtemp(prefix="bench-frames-", dir="/dev/shm"))
     names = [f"camera_{index}" for index in range(cameras)]
     sources = {name: open_source(f"synthetic:{WIDTH}x{HEIGHT}@30", name=name) for name in names}
     runtime = Runtime(
         app_plan(code_node(cameras=names)),
         workdir / "run-rt",
-        shm,
         cameras=sources,
         hdmi=None,
         models=None,
@@ -170,7 +165,6 @@ def realtime(seconds: float, workdir: Path, cameras: int = 4) -> dict[str, objec
         runtime.stop()
         for source in sources.values():
             source.close()
-        shutil.rmtree(shm, ignore_errors=True)
     per_camera = {}
     produced = dropped = 0
     for name in names:

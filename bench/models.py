@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -191,8 +190,7 @@ class BridgeApp:
     ) -> None:
         model = ModelPlan(node, "123456789012::BENCH_MODEL", "model_asset", "", "", descriptor)
         plan = app_plan(code_node(media_inputs={}), models=[model])
-        self._shm = Path(tempfile.mkdtemp(prefix="bench-models-", dir="/dev/shm"))
-        self.runtime = Runtime(plan, workdir / "run", self._shm, cameras={}, hdmi=None, models=host)
+        self.runtime = Runtime(plan, workdir / "run", cameras={}, hdmi=None, models=host)
         script, data = workdir / "app.py", workdir / "x.npy"
         script.write_text(APP)
         np.save(data, x)
@@ -245,7 +243,6 @@ class BridgeApp:
             self.process.kill()
         self.process.communicate()
         self.runtime.stop()
-        shutil.rmtree(self._shm, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from emulator.device import arch
-from emulator.device.boot_files import count_boot, etc_files, read_boot_count, remove_dir, reset_shm_dir
+from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.sandbox import (
     DEFAULT_PATH,
@@ -59,7 +59,6 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
-    shm_dir: Path
 
 
 class _Echo:
@@ -231,12 +230,6 @@ class Appliance:
         return self._hdmi
 
     @property
-    def shm_path(self) -> Path | None:
-        """Host directory of this boot's shared memory (frame slots); None when off."""
-        boot = self._boot
-        return boot.shm_dir if boot is not None else None
-
-    @property
     def running(self) -> bool:
         """True between a boot and the next shutdown or power cut."""
         return self._boot is not None
@@ -307,7 +300,6 @@ class Appliance:
             number = count_boot(self.store.root)
             started = time.monotonic()
             run_dir = self.store.reset_run_dir()
-            shm_dir = reset_shm_dir(self.store.root, self.store.run_dir)
             etc = etc_files(self.store.root, self.device)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
@@ -315,7 +307,6 @@ class Appliance:
             runtime = start_runtime(
                 self.plan,
                 run_dir,
-                shm_dir,
                 cameras=self.cameras,
                 hdmi=self.hdmi if self.plan.sinks else None,
                 model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
@@ -325,7 +316,7 @@ class Appliance:
             forwarders: list[PortForwarder] = []
             try:
                 services = [
-                    self._service(node, launcher, runtime, run_dir, shm_dir, etc, unprivileged)
+                    self._service(node, launcher, runtime, run_dir, etc, unprivileged)
                     for node in self.plan.code_nodes
                     if node.starts_at_boot
                 ]
@@ -345,9 +336,8 @@ class Appliance:
                 if supervisor is not None:
                     supervisor.kill()
                 runtime.stop()
-                remove_dir(shm_dir)
                 raise
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, shm_dir)
+            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -383,7 +373,6 @@ class Appliance:
 
     def _power_off(self, boot: _Boot) -> None:
         boot.runtime.stop()
-        remove_dir(boot.shm_dir)
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
 
@@ -534,7 +523,6 @@ class Appliance:
         launcher: ProcessLauncher,
         runtime: BootRuntime,
         run_dir: Path,
-        shm_dir: Path,
         etc: Mapping[str, Path],
         unprivileged: bool,
     ) -> Service:
@@ -561,7 +549,6 @@ class Appliance:
             logs_dir=logs_dir,
             sdk_dir=runtime.sdk_dir,
             run_dir=run_dir,
-            shm_dir=shm_dir,
             network=self.network,
             user_namespace=unprivileged,
             ro_files=ro_files,

@@ -1,22 +1,18 @@
-"""What a boot keeps or remakes in the device's state directory besides the store: the boot count, the
-shared-memory directory and the small ``/etc`` files that name the device inside its sandboxes.
+"""What a boot keeps or remakes in the device's state directory besides the store: the boot count and the
+small ``/etc`` files that name the device inside its sandboxes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from emulator.errors import DeviceError
 
-__all__ = ["BOOTS_FILE", "count_boot", "etc_files", "read_boot_count", "remove_dir", "reset_shm_dir"]
+__all__ = ["BOOTS_FILE", "count_boot", "etc_files", "read_boot_count"]
 
 BOOTS_FILE = "boots"
-_SHM_ROOT = Path("/dev/shm")
 
 
 def read_boot_count(device_root: Path) -> int:
@@ -61,43 +57,6 @@ def count_boot(device_root: Path) -> int:
     except OSError as error:
         raise DeviceError(f"cannot record the boot count: {error.strerror}", file=str(path)) from None
     return number
-
-
-def remove_dir(path: Path) -> None:
-    """Remove a directory tree if it exists."""
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
-
-
-def reset_shm_dir(device_root: Path, run_dir: Path) -> Path:
-    """Remove and recreate the device's shared-memory directory (frame slots), as at every boot.
-
-    It lives under /dev/shm (memory, like the device's) with a name fixed per user and device, so that the
-    next boot finds and removes what a killed emulator left; without a writable /dev/shm, in ``run_dir``.
-
-    Args:
-        device_root: the device's directory.
-        run_dir: the device's run directory.
-
-    Returns:
-        The empty directory.
-
-    Raises:
-        DeviceError: it cannot be created.
-    """
-    key = hashlib.sha256(str(device_root.resolve()).encode()).hexdigest()[:16]
-    if _SHM_ROOT.is_dir() and os.access(_SHM_ROOT, os.W_OK):
-        shm_dir = _SHM_ROOT / f"panorama-emulator-{os.geteuid()}-{key}"
-    else:
-        shm_dir = run_dir / "shm"
-    remove_dir(shm_dir)
-    try:
-        shm_dir.mkdir(mode=0o700, parents=True)
-    except OSError as error:
-        raise DeviceError(
-            f"cannot create the shared memory directory: {error.strerror}", file=str(shm_dir)
-        ) from None
-    return shm_dir
 
 
 def etc_files(device_root: Path, hostname: str) -> dict[str, Path]:

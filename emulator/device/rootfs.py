@@ -70,7 +70,6 @@ MOUNT_POINTS: tuple[str, ...] = (
     "opt/aws/panorama/logs",
     "opt/panorama-emulator/sdk",
     "opt/panorama-emulator/run",
-    "opt/panorama-emulator/shm",
 )
 """Directories created in every unpacked rootfs (relative to its root), for the sandbox to mount on."""
 

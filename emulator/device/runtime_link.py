@@ -36,7 +36,7 @@ class BootRuntime:
         self._stopped = False
 
     def node_env(self, node: str) -> dict[str, str]:
-        """Environment the app of ``node`` needs (bridge socket, node name, shm dir, ``PYTHONPATH``)."""
+        """Environment the app of ``node`` needs (bridge socket, node name, ``PYTHONPATH``)."""
         return self.runtime.node_env(node)
 
     @property
@@ -72,7 +72,6 @@ class BootRuntime:
 def start_runtime(
     plan: AppPlan,
     run_dir: Path,
-    shm_dir: Path,
     *,
     cameras: Mapping[str, str],
     hdmi: Any,
@@ -84,7 +83,6 @@ def start_runtime(
     Args:
         plan: the application plan.
         run_dir: the per-boot run directory (bridge sockets).
-        shm_dir: the per-boot shared-memory directory (frame slots).
         cameras: camera node -> source spec.
         hdmi: the HDMI sink, or None when the app has no HDMI node.
         model_dirs: model node -> its unpacked model directory.
@@ -107,7 +105,7 @@ def start_runtime(
             entries = [(model.name, model_dirs[model.name], model.descriptor) for model in plan.models]
             models = ModelHost(entries)
             models.start()
-        runtime = Runtime(plan, run_dir, shm_dir, cameras=sources, hdmi=hdmi, models=models, mode=mode)
+        runtime = Runtime(plan, run_dir, cameras=sources, hdmi=hdmi, models=models, mode=mode)
         runtime.start()
     except BaseException:
         for source in sources.values():

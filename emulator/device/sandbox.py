@@ -33,7 +33,6 @@ __all__ = [
     "LOGS_MOUNT",
     "RUN_MOUNT",
     "SDK_MOUNT",
-    "SHM_MOUNT",
     "STORAGE_MOUNT",
     "TMPFS_MOUNTS",
     "BwrapLauncher",
@@ -51,7 +50,6 @@ STORAGE_MOUNT = "/opt/aws/panorama/storage"
 LOGS_MOUNT = "/opt/aws/panorama/logs"
 SDK_MOUNT = "/opt/panorama-emulator/sdk"
 RUN_MOUNT = "/opt/panorama-emulator/run"
-SHM_MOUNT = "/opt/panorama-emulator/shm"
 TMPFS_MOUNTS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -91,7 +89,6 @@ class SandboxSpec:
         logs_dir: host directory bound read-write at ``/opt/aws/panorama/logs``.
         sdk_dir: host directory bound read-only at ``/opt/panorama-emulator/sdk``.
         run_dir: host directory bound read-write at ``/opt/panorama-emulator/run``.
-        shm_dir: host directory bound read-write at ``/opt/panorama-emulator/shm``.
         network: ``"host"`` shares the host's network, ``"none"`` gives the app a loopback interface only.
         user_namespace: map the calling user to root in a new user namespace (needed when not root).
         ro_files: extra ``(host path, sandbox path)`` read-only binds, e.g. ``/etc/resolv.conf``; each
@@ -107,7 +104,6 @@ class SandboxSpec:
     logs_dir: Path | None = None
     sdk_dir: Path | None = None
     run_dir: Path | None = None
-    shm_dir: Path | None = None
     network: str = "host"
     user_namespace: bool = False
     ro_files: tuple[tuple[Path, str], ...] = ()
@@ -146,7 +142,6 @@ def build_argv(spec: SandboxSpec, bwrap: str, *, info_fd: int | None = None) -> 
         ("--bind", spec.logs_dir, LOGS_MOUNT),
         ("--ro-bind", spec.sdk_dir, SDK_MOUNT),
         ("--bind", spec.run_dir, RUN_MOUNT),
-        ("--bind", spec.shm_dir, SHM_MOUNT),
     )
     for option, source, target in binds:
         if source is not None:
@@ -418,7 +413,6 @@ def preflight(spec: SandboxSpec) -> None:
         (spec.logs_dir, LOGS_MOUNT),
         (spec.sdk_dir, SDK_MOUNT),
         (spec.run_dir, RUN_MOUNT),
-        (spec.shm_dir, SHM_MOUNT),
     )
     targets = ["/proc", "/dev", *TMPFS_MOUNTS]
     for source, target in sources:

@@ -1,8 +1,8 @@
 """The appliance's side of the bridge to apps: sockets, shared-memory frames, camera pacing and metrics.
 
 ``Runtime`` serves the code nodes of one application plan for one boot; ``node_env`` gives the environment
-an app needs to find its bridge, and the ``SANDBOX_*`` paths say where the run directory, the shm directory
-and the SDK (``SDK_DIR`` on the host) are mounted in a sandbox.
+an app needs to find its bridge, and the ``SANDBOX_*`` paths say where the run directory and the SDK
+(``SDK_DIR`` on the host) are mounted in a sandbox.
 """
 
 from runtime.bridge.contracts import ModelCaller
@@ -10,19 +10,15 @@ from runtime.bridge.runtime import SDK_DIR, Runtime
 from runtime.sdk.panoramasdk._protocol import (
     ENV_BRIDGE,
     ENV_NODE,
-    ENV_SHM,
     SANDBOX_RUN_DIR,
     SANDBOX_SDK_DIR,
-    SANDBOX_SHM_DIR,
 )
 
 __all__ = [
     "ENV_BRIDGE",
     "ENV_NODE",
-    "ENV_SHM",
     "SANDBOX_RUN_DIR",
     "SANDBOX_SDK_DIR",
-    "SANDBOX_SHM_DIR",
     "SDK_DIR",
     "ModelCaller",
     "Runtime",

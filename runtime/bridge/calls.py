@@ -1,11 +1,11 @@
 """The call buffer of one request connection: shared memory that a model call's arrays cross the bridge in.
 
-The appliance makes the file (in the shm directory, where the app can map it) when the app first asks for
-one, reserves its pages - so a full /dev/shm is an error then, never a fault while the file is written -
-and removes it when the connection ends. The app writes a call's inputs into it and reads the outputs,
-which are written after the inputs. See :mod:`runtime.sdk.panoramasdk._protocol`.
+The appliance makes it (a memfd that can grow but never shrink, so the app cannot make the appliance or the
+model server fault on it) when the app first asks for one, sends the app its file descriptor, and closes it
+when the connection ends. The app writes a call's inputs into it and reads the outputs, which are written
+after the inputs. See :mod:`runtime.sdk.panoramasdk._protocol`.
 
-With a model host that lends channels (:class:`runtime.models.ModelHost`), the file *is* the shared memory
+With a model host that lends channels (:class:`runtime.models.ModelHost`), the memfd *is* the shared memory
 of the connection's own channel to the model server: the server reads the app's inputs and writes the
 outputs there, and the appliance only passes two short messages on. Any other model caller gets views of
 the inputs and its outputs are copied in.
@@ -13,15 +13,12 @@ the inputs and its outputs are copied in.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtime.bridge.contracts import LendingModelCaller, ModelCaller, ModelLease
+from runtime.models.protocol import SharedBuffer
 from runtime.sdk.panoramasdk import _protocol as P
 
 __all__ = ["MAX_CALL_BUFFER", "CallBuffer", "LeasedCallBuffer", "call_buffer"]
@@ -32,20 +29,18 @@ MAX_CALL_BUFFER = 1 << 30
 Specs = list[dict[str, Any]]
 
 
-def call_buffer(directory: Path, name: str, models: ModelCaller) -> CallBuffer | LeasedCallBuffer:
+def call_buffer(models: ModelCaller) -> CallBuffer | LeasedCallBuffer:
     """The call buffer of one connection, made on the app's first ``buffer`` request.
 
     Args:
-        directory: the shm directory.
-        name: the file name (unique in the directory).
         models: the appliance's model caller.
 
     Returns:
         A buffer on a channel of its own when ``models`` lends them, else a plain one.
     """
     if isinstance(models, LendingModelCaller):
-        return LeasedCallBuffer(directory, name, models)
-    return CallBuffer(directory, name, models)
+        return LeasedCallBuffer(models)
+    return CallBuffer(models)
 
 
 def _check_size(size: int) -> None:
@@ -54,49 +49,42 @@ def _check_size(size: int) -> None:
 
 
 class CallBuffer:
-    """A file in the shm directory, mapped here and by the app; calls go to ``models.call`` with views.
+    """A memfd mapped here and by the app; calls go to ``models.call`` with views of the inputs.
 
     Args:
-        directory: the shm directory.
-        name: the file name.
         models: runs the model nodes.
     """
 
-    def __init__(self, directory: Path, name: str, models: ModelCaller) -> None:
-        self.path = directory / name
-        self.name = name
-        self.size = 0
+    def __init__(self, models: ModelCaller) -> None:
         self.models = models
-        self._map: mmap.mmap | None = None
+        self._buffer: SharedBuffer | None = None
+
+    @property
+    def size(self) -> int:
+        """The memfd's size (0 before the first ``buffer`` request)."""
+        return self._buffer.size if self._buffer is not None else 0
+
+    @property
+    def fd(self) -> int:
+        """The memfd, to send to the app (it stays this buffer's)."""
+        assert self._buffer is not None
+        return self._buffer.fd
 
     def ensure(self, size: int) -> None:
-        """Make the file hold at least ``size`` bytes (growing it to twice its size at least).
+        """Make the memfd hold at least ``size`` bytes (growing it to twice its size at least).
 
         Raises:
             ValueError: ``size`` is over :data:`MAX_CALL_BUFFER`.
-            OSError: the file cannot be made or grown (shm full).
+            OSError: no memory for it.
         """
-        if size <= self.size and self._map is not None:
-            return
         _check_size(size)
-        new_size = min(MAX_CALL_BUFFER, max(size, 2 * self.size, 1))
-        new_size = (new_size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if self._map is None else 0)
-        fd = os.open(self.path, flags, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, new_size)
-            # Views handed out earlier keep the old mapping alive; it goes with the last of them.
-            self._map = mmap.mmap(fd, new_size)
-        except BaseException:
-            if self._map is None:
-                os.unlink(self.path)
-            raise
-        finally:
-            os.close(fd)
-        self.size = new_size
+        if self._buffer is None:
+            self._buffer = SharedBuffer(size=max(size, 1))
+        else:
+            self._buffer.ensure(min(MAX_CALL_BUFFER, size))
 
     def call(self, model: str, specs: Specs) -> Specs:
-        """Run a model node on the inputs ``specs`` place in the file; write its outputs after them.
+        """Run a model node on the inputs ``specs`` place in the memfd; write its outputs after them.
 
         Args:
             model: the model node.
@@ -106,13 +94,13 @@ class CallBuffer:
             The output specs, with offsets.
 
         Raises:
-            ProtocolError: the specs are malformed or lie outside the file.
+            ProtocolError: the specs are malformed or lie outside the memfd.
             KeyError: the model caller does not serve ``model``.
             Exception: whatever the model caller raises, or OSError when the outputs do not fit.
         """
-        if self._map is None:
+        if self._buffer is None:
             raise P.ProtocolError("no call buffer: ask for one first")
-        arrays = P.arrays_in_buffer(specs, self._map)
+        arrays = P.arrays_in_buffer(specs, self._buffer.array("|u1", (self._buffer.size,), 0))
         try:
             inputs = {str(spec["name"]): array for spec, array in zip(specs, arrays, strict=True)}
         except KeyError as error:
@@ -127,67 +115,67 @@ class CallBuffer:
             self.ensure(P.place(outputs, start))
         except (OSError, ValueError) as error:
             raise OSError(f"no shared memory for the outputs: {error}") from None
-        assert self._map is not None
-        for view, array in zip(P.arrays_in_buffer(outputs, self._map), results, strict=True):
+        whole = self._buffer.array("|u1", (self._buffer.size,), 0)
+        for view, array in zip(P.arrays_in_buffer(outputs, whole), results, strict=True):
             np.copyto(view, array, casting="no")
         return outputs
 
     def close(self) -> None:
-        """Remove the file (this side's mapping goes with its last view)."""
-        self._map = None
-        if self.size:
-            self.size = 0
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+        """Close the memfd (the mapping goes with its last view)."""
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
 
 
 class LeasedCallBuffer:
     """A call buffer that is the shared memory of the connection's own channel to the model server.
 
     Args:
-        directory: the shm directory.
-        name: the file name.
         models: the model host.
     """
 
-    def __init__(self, directory: Path, name: str, models: LendingModelCaller) -> None:
-        self.path = directory / name
-        self.name = name
+    def __init__(self, models: LendingModelCaller) -> None:
         self.models = models
         self._lease: ModelLease | None = None
 
     @property
     def size(self) -> int:
-        """The file's size (0 before the first ``buffer`` request)."""
+        """The memfd's size (0 before the first ``buffer`` request)."""
         return self._lease.size if self._lease is not None else 0
 
+    @property
+    def fd(self) -> int:
+        """The memfd, to send to the app (it stays the lease's)."""
+        assert self._lease is not None
+        return self._lease.fd
+
     def ensure(self, size: int) -> None:
-        """Make the file hold at least ``size`` bytes.
+        """Make the memfd hold at least ``size`` bytes.
 
         Raises:
             ValueError: ``size`` is over :data:`MAX_CALL_BUFFER`.
-            OSError: the file cannot be made or grown (shm full).
+            OSError: no memory for it.
         """
         _check_size(size)
         if self._lease is None:
-            self._lease = self.models.lease(self.path, size)
+            self._lease = self.models.lease(size)
         else:
             self._lease.ensure(size)
 
     def call(self, model: str, specs: Specs) -> Specs:
-        """Have the model server run a model node on the inputs in the file and write its outputs there.
+        """Have the model server run a model node on the inputs in the memfd and write its outputs there.
 
         Args:
             model: the model node.
             specs: the app's input specs (with names and offsets).
 
         Returns:
-            The output specs, with offsets (the file may have grown: see :attr:`size`).
+            The output specs, with offsets (the memfd may have grown: see :attr:`size`).
 
         Raises:
             ProtocolError: the specs are malformed.
             KeyError: the model host has no such model node.
-            ModelError: as for ``ModelHost.call``, or an input lies outside the file.
+            ModelError: as for ``ModelHost.call``, or an input lies outside the memfd.
         """
         if self._lease is None:
             raise P.ProtocolError("no call buffer: ask for one first")
@@ -202,7 +190,7 @@ class LeasedCallBuffer:
         return [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in placed]
 
     def close(self) -> None:
-        """Close the channel and remove the file."""
+        """Close the channel and the memfd."""
         if self._lease is not None:
             self._lease.close()
             self._lease = None

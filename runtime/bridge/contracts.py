@@ -7,7 +7,6 @@ The node plan (:mod:`runtime.graph`), the model host (:mod:`runtime.models`) and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -118,11 +117,14 @@ class ModelCaller(Protocol):
 
 
 class ModelLease(Protocol):
-    """A channel to the model server whose shared memory is a file an app maps
+    """A channel to the model server whose shared memory is a memfd an app maps
     (``runtime.models.ModelLease``)."""
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def fd(self) -> int: ...
 
     def ensure(self, size: int) -> None: ...
 
@@ -137,7 +139,7 @@ class ModelLease(Protocol):
 class LendingModelCaller(ModelCaller, Protocol):
     """A model caller that also lends channels whose shared memory the app maps (``ModelHost``)."""
 
-    def lease(self, path: Path, size: int) -> ModelLease: ...
+    def lease(self, size: int) -> ModelLease: ...
 
 
 class FrameSink(Protocol):

@@ -1,7 +1,8 @@
 """Shared-memory frame slots and the rings that hand them from a camera to an app.
 
-A slot is one file in the shm directory holding one H x W x 3 frame, mapped once by the appliance and once
-by the app: a frame crosses the bridge as its slot number. Each (code node, input port, camera) has a
+A slot is one memfd holding one H x W x 3 frame, mapped once by the appliance and once by the app (which
+gets the memfd with the first frame in it and cannot resize it): a frame crosses the bridge as its slot
+number. Each (code node, input port, camera) has a
 :class:`Ring` of slots. A slot is in exactly one of these states:
 
 - being written by its camera;
@@ -20,13 +21,13 @@ guarded by the runtime's condition lock; pixels are copied outside it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import mmap
 import os
-from pathlib import Path
 
 import numpy as np
+
+from runtime.models.protocol import sealed_memfd
 
 __all__ = ["MAX_SLOTS", "REALTIME_DEPTH", "Ring", "Slot", "SlotPool"]
 
@@ -43,8 +44,8 @@ class Slot:
     """One shared-memory frame.
 
     Attributes:
-        id: the number the app sees.
-        file: file name inside the shm directory.
+        id: the number the app sees (never reused within a runtime).
+        fd: the memfd (closed when the slot is destroyed).
         shape: ``(height, width, 3)``.
         array: the host's view of the pixels.
     """
@@ -52,7 +53,7 @@ class Slot:
     __slots__ = (
         "array",
         "delivered_at",
-        "file",
+        "fd",
         "holds",
         "id",
         "mm",
@@ -63,11 +64,9 @@ class Slot:
         "writing",
     )
 
-    def __init__(
-        self, slot_id: int, file: str, shape: tuple[int, int, int], mm: mmap.mmap, ring: Ring
-    ) -> None:
+    def __init__(self, slot_id: int, fd: int, shape: tuple[int, int, int], mm: mmap.mmap, ring: Ring) -> None:
         self.id = slot_id
-        self.file = file
+        self.fd = fd
         self.shape = shape
         self.mm = mm
         self.array: np.ndarray = np.frombuffer(
@@ -82,36 +81,29 @@ class Slot:
 
 
 class SlotPool:
-    """Every slot file of one runtime, in ``shm_dir``.
+    """Every slot of one runtime."""
 
-    Args:
-        shm_dir: the directory (under /dev/shm) the files are made in.
-    """
-
-    def __init__(self, shm_dir: Path) -> None:
-        self.shm_dir = shm_dir
+    def __init__(self) -> None:
         self._slots: dict[int, Slot] = {}
         self._serial = 0
 
     def create(self, ring: Ring, shape: tuple[int, int, int]) -> Slot:
-        """Make a new slot file of ``shape`` for ``ring`` and map it.
+        """Make a new slot of ``shape`` for ``ring`` and map it.
 
         Raises:
-            OSError: the file cannot be made (shm full, directory gone).
+            OSError: no memory for it.
         """
         self._serial += 1
-        name = f"{ring.node}.{self._serial}.frame"
         size = shape[0] * shape[1] * shape[2]
-        fd = os.open(self.shm_dir / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Pages are not reserved: a 1080p slot would cost 6 MB at once, and a memfd is not bounded by the
+        # size of a tmpfs.
+        fd = sealed_memfd(f"panorama-frame.{ring.node}.{self._serial}", size, grow=False, reserve=False)
         try:
-            os.ftruncate(fd, size)
             mm = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
-            os.unlink(self.shm_dir / name)
             raise
-        os.close(fd)
-        slot = Slot(self._serial, name, shape, mm, ring)
+        slot = Slot(self._serial, fd, shape, mm, ring)
         self._slots[slot.id] = slot
         return slot
 
@@ -120,20 +112,19 @@ class SlotPool:
         return self._slots.get(slot_id)
 
     def destroy(self, slot: Slot) -> None:
-        """Remove a slot's file (the mapping goes when the last view of it does)."""
-        self._slots.pop(slot.id, None)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.shm_dir / slot.file)
+        """Close a slot's memfd (the memory goes with the last view of its mapping)."""
+        if self._slots.pop(slot.id, None) is not None:
+            os.close(slot.fd)
 
     def close(self) -> None:
-        """Remove every slot file."""
+        """Close every slot's memfd."""
         for slot in list(self._slots.values()):
             self.destroy(slot)
 
     @property
-    def files(self) -> list[str]:
-        """Names of the slot files that exist."""
-        return sorted(slot.file for slot in self._slots.values())
+    def ids(self) -> list[int]:
+        """The numbers of the slots that exist."""
+        return sorted(self._slots)
 
 
 class Ring:
@@ -172,7 +163,7 @@ class Ring:
         self.required = True
         self.ever_connected = False
         self.dropped = 0
-        self.forget: list[str] = []
+        self.forget: list[int] = []
 
     def is_free(self, slot: Slot) -> bool:
         """True when nothing refers to ``slot``."""
@@ -191,15 +182,13 @@ class Ring:
             if slot.shape != shape and self.is_free(slot):
                 self.slots.remove(slot)
                 self.pool.destroy(slot)
-                self.forget.append(slot.file)
+                self.forget.append(slot.id)
         if len(self.slots) >= self.max_slots:
             return None
         try:
             slot = self.pool.create(self, shape)
         except OSError as error:
-            _log.error(
-                "cannot make a frame slot for camera %s in %s: %s", self.camera, self.pool.shm_dir, error
-            )
+            _log.error("cannot make a frame slot for camera %s: %s", self.camera, error)
             return None
         slot.writing = True
         self.slots.append(slot)
@@ -258,7 +247,13 @@ class Ring:
         self.last = None
         self.session_active = False
 
-    def drain_forget(self) -> list[str]:
-        """File names of removed slots the app should unmap (each reported once)."""
+    def clear(self) -> None:
+        """Let go of every slot (at shutdown), so their memory goes with the app's last view of it."""
+        self.slots.clear()
+        self.pending.clear()
+        self.last = None
+
+    def drain_forget(self) -> list[int]:
+        """Numbers of removed slots the app should unmap (each reported once)."""
         names, self.forget = self.forget, []
         return names

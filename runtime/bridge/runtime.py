@@ -31,15 +31,14 @@ _STOP_TIMEOUT = 2.0
 class Runtime:
     """Serves the code nodes of one application plan for one boot of the appliance.
 
-    Each code node gets a bridge socket ``<run_dir>/<node>.sock``; frames travel through slot files in
-    ``shm_dir``. Cameras feed the nodes in ``lockstep`` (a camera advances only when every app watching it
-    has taken its frame: deterministic, nothing dropped) or ``realtime`` (cameras run at their fps; a slow
-    app drops frames, counted).
+    Each code node gets a bridge socket ``<run_dir>/<node>.sock``; frames travel through shared-memory slots
+    (memfds the app receives over that socket). Cameras feed the nodes in ``lockstep`` (a camera advances
+    only when every app watching it has taken its frame: deterministic, nothing dropped) or ``realtime``
+    (cameras run at their fps; a slow app drops frames, counted).
 
     Args:
         plan: the application plan (``runtime.graph.AppPlan``).
         run_dir: host directory for the sockets (mounted in sandboxes at ``/opt/panorama-emulator/run``).
-        shm_dir: host directory under /dev/shm for frame slots (mounted at ``/opt/panorama-emulator/shm``).
         cameras: camera node -> its source. The runtime reads them; their owner closes them after ``stop``.
         hdmi: where frames put on outputs connected to the HDMI node are shown, or None to count and drop.
         models: runs model nodes for ``node.call``, or None (calls then fail with a clear message).
@@ -53,7 +52,6 @@ class Runtime:
         self,
         plan: PlanSpec,
         run_dir: Path,
-        shm_dir: Path,
         *,
         cameras: Mapping[str, CameraSource],
         hdmi: FrameSink | None,
@@ -64,12 +62,11 @@ class Runtime:
             raise DeviceError(f"unknown camera mode {mode!r}: expected lockstep or realtime")
         self.plan = plan
         self.run_dir = Path(run_dir)
-        self.shm_dir = Path(shm_dir)
         self.mode = mode
         self._hdmi = hdmi
         self._hdmi_lock = threading.Lock()
         self._cond = threading.Condition()
-        self._pool = SlotPool(self.shm_dir)
+        self._pool = SlotPool()
         self._frames_out = 0
         self._started = False
         self._stopped = False
@@ -147,7 +144,6 @@ class Runtime:
         self._started_at = time.monotonic()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.shm_dir.mkdir(parents=True, exist_ok=True)
             for name, server in self._servers.items():
                 try:
                     server.start()
@@ -162,7 +158,7 @@ class Runtime:
             feed.start()
 
     def stop(self) -> None:
-        """Close every bridge (apps see the appliance go and exit), stop the cameras, remove the slot files.
+        """Close every bridge (apps see the appliance go and exit), stop the cameras, free the frame slots.
 
         Safe to call more than once. Camera sources are not closed.
         """
@@ -179,6 +175,10 @@ class Runtime:
         for feed in self._feeds.values():
             feed.join(max(0.0, deadline - time.monotonic()))
         with self._cond:
+            for rings in self._rings.values():
+                for port_rings in rings.values():
+                    for ring in port_rings:
+                        ring.clear()
             self._pool.close()
             self._cond.notify_all()
 
@@ -202,8 +202,8 @@ class Runtime:
                 app as a plain process.
 
         Returns:
-            ``PANORAMA_EMULATOR_BRIDGE``, ``PANORAMA_EMULATOR_NODE``, ``PANORAMA_EMULATOR_SHM`` and
-            ``PYTHONPATH`` (the SDK directory alone: put the app's own entries after it).
+            ``PANORAMA_EMULATOR_BRIDGE``, ``PANORAMA_EMULATOR_NODE`` and ``PYTHONPATH`` (the SDK directory
+            alone: put the app's own entries after it).
 
         Raises:
             DeviceError: ``node`` is not a code node of the plan.
@@ -211,15 +211,10 @@ class Runtime:
         if node not in self._servers:
             raise DeviceError("not a code node of the application", node=node)
         if sandbox_paths:
-            run, shm, sdk = P.SANDBOX_RUN_DIR, P.SANDBOX_SHM_DIR, P.SANDBOX_SDK_DIR
+            run, sdk = P.SANDBOX_RUN_DIR, P.SANDBOX_SDK_DIR
         else:
-            run, shm, sdk = str(self.run_dir), str(self.shm_dir), str(SDK_DIR)
-        return {
-            P.ENV_BRIDGE: f"{run}/{node}.sock",
-            P.ENV_NODE: node,
-            P.ENV_SHM: shm,
-            "PYTHONPATH": sdk,
-        }
+            run, sdk = str(self.run_dir), str(SDK_DIR)
+        return {P.ENV_BRIDGE: f"{run}/{node}.sock", P.ENV_NODE: node, "PYTHONPATH": sdk}
 
     @property
     def frames_out(self) -> int:
@@ -298,10 +293,10 @@ class Runtime:
             }
 
     @property
-    def shm_files(self) -> list[str]:
-        """Names of the slot files this runtime has in ``shm_dir`` now."""
+    def slot_ids(self) -> list[int]:
+        """The numbers of the frame slots (memfds) this runtime has now."""
         with self._cond:
-            return self._pool.files
+            return self._pool.ids
 
     # --- delivery ----------------------------------------------------------------------------------------
 

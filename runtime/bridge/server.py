@@ -108,7 +108,6 @@ class NodeServer:
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = False
-        self._buffers = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -292,6 +291,7 @@ class NodeServer:
             return
         P.send_message(conn, {"op": P.OP_READY})
         buffer: CallBuffer | LeasedCallBuffer | None = None
+        mapped: set[int] = set()  # the slots whose memfd this connection was sent
         try:
             while True:
                 message, tail = P.recv_message(conn)
@@ -300,7 +300,7 @@ class NodeServer:
                     self._release(session, released)
                 op = message["op"]
                 if op == P.OP_GET:
-                    self._get(conn, session, message)
+                    self._get(conn, session, message, mapped)
                 elif op == P.OP_PUT:
                     self._put(session, message, tail)
                 elif op == P.OP_CALL:
@@ -343,7 +343,7 @@ class NodeServer:
             return all(ring.has_new() for ring in rings)
         return all(ring.has_any() for ring in rings) and any(ring.has_new() for ring in rings)
 
-    def _get(self, conn: socket.socket, session: _Session, message: dict[str, Any]) -> None:
+    def _get(self, conn: socket.socket, session: _Session, message: dict[str, Any], mapped: set[int]) -> None:
         port = message.get("port")
         rings = self.rings.get(port) if isinstance(port, str) else None
         if rings is None:
@@ -354,6 +354,7 @@ class NodeServer:
             self._error(conn, P.ERR_VALUE, f"bad timeout {timeout!r}")
             return
         deadline = None if timeout is None else time.monotonic() + max(0.0, float(timeout))
+        fds: list[int] = []
         with self.cond:
             while True:
                 if session.closed or self._stopping:
@@ -364,7 +365,7 @@ class NodeServer:
                     }
                     break
                 if self._ready(rings):
-                    reply = self._take(session, rings)
+                    reply = self._take(session, rings, mapped, fds)
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -377,13 +378,17 @@ class NodeServer:
                     }
                     break
                 self.cond.wait(remaining)
-        P.send_message(conn, reply)
+        try:
+            P.send_message(conn, reply, fds=fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
-    def _take(self, session: _Session, rings: list[Ring]) -> dict[str, Any]:
-        """Hand out one batch (condition held)."""
+    def _take(self, session: _Session, rings: list[Ring], mapped: set[int], fds: list[int]) -> dict[str, Any]:
+        """Hand out one batch (condition held); ``fds`` gets copies of the memfds the app has not mapped."""
         now = time.monotonic()
         items = []
-        forget: list[str] = []
+        forget: list[int] = []
         fresh = 0
         for ring in rings:
             forget.extend(ring.drain_forget())
@@ -392,17 +397,20 @@ class NodeServer:
             slot.delivered_at = now
             session.held[slot.id] += 1
             fresh += not cached
-            items.append(
-                {
-                    "slot": slot.id,
-                    "file": slot.file,
-                    "shape": list(slot.shape),
-                    "stream_id": ring.camera,
-                    "stream_uri": self.stream_uris.get(ring.camera, ""),
-                    "ts": list(slot.time_stamp),
-                    "cached": cached,
-                }
-            )
+            item = {
+                "slot": slot.id,
+                "shape": list(slot.shape),
+                "stream_id": ring.camera,
+                "stream_uri": self.stream_uris.get(ring.camera, ""),
+                "ts": list(slot.time_stamp),
+                "cached": cached,
+            }
+            if slot.id not in mapped:
+                # A copy: the slot's own fd may be closed (camera resized, shutdown) before the send.
+                item["fd"] = len(fds)
+                fds.append(os.dup(slot.fd))
+                mapped.add(slot.id)
+            items.append(item)
         self.stats.frames_in += fresh
         self.stats.cached_in += len(rings) - fresh
         self.cond.notify_all()
@@ -484,16 +492,13 @@ class NodeServer:
             self._error(conn, P.ERR_VALUE, "no model runtime attached to the appliance")
             return buffer
         if buffer is None:
-            with self.cond:
-                self._buffers += 1
-                name = f"{self.name}.call.{self._buffers}"
-            buffer = call_buffer(self.pool.shm_dir, name, self.models)
+            buffer = call_buffer(self.models)
         try:
             buffer.ensure(size)
         except (OSError, ValueError) as error:
             self._error(conn, P.ERR_VALUE, f"no call buffer of {size} bytes: {one_line(error)}")
             return buffer
-        P.send_message(conn, {"op": P.OP_BUFFER, "file": buffer.name, "size": buffer.size})
+        P.send_message(conn, {"op": P.OP_BUFFER, "size": buffer.size}, fds=[buffer.fd])
         return buffer
 
     def _call(

@@ -7,12 +7,11 @@ process (no sandbox) against a started :class:`~runtime.bridge.Runtime`, with ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from runtime.graph import AppPlan, CameraPlan, CodeNodePlan, ModelPlan, ParamVal
 from runtime.media.camera import ArraySource, CameraSource
 
 __all__ = [
+    "APP_MEMFDS",
     "HDMI_INTERFACE",
     "AppResult",
     "BridgeLab",
@@ -37,6 +37,7 @@ __all__ = [
     "launch_app",
     "model_plan",
     "numbered_frames",
+    "shared_memory",
 ]
 
 HDMI_INTERFACE = "panorama::hdmi_data_sink.hdmi0"
@@ -196,6 +197,46 @@ def launch_app(
     )
 
 
+APP_MEMFDS = '''
+def memfds(kind):
+    """{inode: size} of the bridge's memfds of ``kind`` ("model-io", "frame") this app holds open."""
+    import os
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        path = "/proc/self/fd/" + fd
+        try:
+            if os.readlink(path).startswith("/memfd:panorama-" + kind):
+                info = os.stat(path)
+                found[info.st_ino] = info.st_size
+        except OSError:
+            pass
+    return found
+'''
+"""App source (Python 3.8) defining ``memfds(kind)``: what :func:`shared_memory` tells of a process, from
+inside an app."""
+
+
+def shared_memory(pid: int | str = "self") -> list[str]:
+    """The bridge's memfds a process holds open (frame slots, call buffers, model channels).
+
+    A mapping holds its memfd open too (Python's ``mmap`` keeps a copy of the fd), so a memfd listed here
+    is memory still in use.
+
+    Args:
+        pid: the process (default: this one).
+
+    Returns:
+        Their names (``panorama-frame.<node>.<n>``, ``panorama-model-io``), sorted, one per memfd.
+    """
+    found: dict[int, str] = {}
+    for fd in Path("/proc", str(pid), "fd").iterdir():
+        with contextlib.suppress(OSError):
+            name = os.readlink(fd)
+            if name.startswith("/memfd:panorama-"):
+                found[os.stat(fd).st_ino] = name[len("/memfd:") :].removesuffix(" (deleted)")
+    return sorted(found.values())
+
+
 def numbered_frames(count: int, size: tuple[int, int] = (320, 240), offset: int = 0) -> list[np.ndarray]:
     """``count`` frames of ``size`` (w, h) whose every pixel holds ``(offset + index) % 256``."""
     width, height = size
@@ -216,21 +257,14 @@ class BridgeLab:
     """Starts runtimes and app processes in a scratch directory, and cleans all of them up.
 
     Args:
-        workdir: a directory for run dirs and app scripts; slot files go to fresh dirs under /dev/shm.
+        workdir: a directory for run dirs and app scripts.
     """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self._runtimes: list[Runtime] = []
-        self._shm_dirs: list[Path] = []
         self._apps: list[subprocess.Popen[bytes]] = []
         self._count = 0
-
-    def shm_dir(self) -> Path:
-        """A fresh directory under /dev/shm, removed on close."""
-        path = Path(tempfile.mkdtemp(prefix="pe-bridge-", dir="/dev/shm"))
-        self._shm_dirs.append(path)
-        return path
 
     def runtime(
         self,
@@ -241,7 +275,6 @@ class BridgeLab:
         models: ModelCaller | None = None,
         mode: str = "lockstep",
         run_dir: Path | None = None,
-        shm_dir: Path | None = None,
         start: bool = True,
     ) -> Runtime:
         """A runtime for ``plan`` (default: one node, one camera); cameras default to numbered frames."""
@@ -255,7 +288,6 @@ class BridgeLab:
         runtime = Runtime(
             plan,
             run_dir or self.workdir / f"run{self._count}",
-            shm_dir or self.shm_dir(),
             cameras=cameras,
             hdmi=hdmi,
             models=models,
@@ -309,15 +341,13 @@ class BridgeLab:
         return AppResult(process.returncode, stdout, stderr, result)
 
     def close(self) -> None:
-        """Kill the apps still running, stop the runtimes, remove the shm directories."""
+        """Kill the apps still running, stop the runtimes."""
         for process in self._apps:
             if process.poll() is None:
                 process.kill()
             process.communicate()
         for runtime in self._runtimes:
             runtime.stop()
-        for path in self._shm_dirs:
-            shutil.rmtree(path, ignore_errors=True)
 
     def __enter__(self) -> BridgeLab:
         return self

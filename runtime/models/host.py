@@ -5,7 +5,7 @@ a framework that crashes - even with a segmentation fault - takes down only that
 fail with a :class:`~emulator.errors.ModelError` naming the model node and the cause, the server is started
 again in the background, and the appliance keeps running. Inputs are checked here, against the descriptor,
 before anything is sent; arrays travel through shared memory (see :mod:`runtime.models.protocol`). A
-:class:`ModelLease` is a channel whose shared memory is a file another process maps, so that an app's
+:class:`ModelLease` is a channel whose shared memory (a memfd) another process maps too, so that an app's
 ``self.call`` reaches the model server with no copy in the appliance.
 """
 
@@ -194,20 +194,19 @@ class ModelHost:
         """
         return self._counted(node, lambda: self._call(node, inputs))
 
-    def lease(self, path: Path, size: int) -> ModelLease:
-        """A channel of one's own whose shared memory is a new file, for a caller in another process.
+    def lease(self, size: int) -> ModelLease:
+        """A channel of one's own whose shared memory is a new memfd, for a caller in another process.
 
         Args:
-            path: the file to make (in a shared-memory directory the other process can open).
-            size: its first size in bytes.
+            size: the memfd's first size in bytes.
 
         Returns:
-            The lease; :meth:`ModelLease.close` removes the file.
+            The lease; hand :attr:`ModelLease.fd` to the caller, which cannot shrink it.
 
         Raises:
-            OSError: the file exists or cannot be made.
+            OSError: no memory for it.
         """
-        return ModelLease(self, SharedBuffer.create(path, size))
+        return ModelLease(self, SharedBuffer(size=max(size, 1)))
 
     def _counted(self, node: str, run: Callable[[], _T]) -> _T:
         stats = self._stats.get(node)
@@ -401,7 +400,7 @@ class ModelHost:
 
 
 class ModelLease:
-    """A channel to the model server of one's own, whose shared memory is a file another process maps.
+    """A channel to the model server of one's own, whose shared memory (a memfd) another process maps too.
 
     The bridge gives one to each app connection that calls model nodes: the app writes the inputs into the
     file and reads the outputs from it, so no array is copied in the appliance. After a server restart the
@@ -420,8 +419,13 @@ class ModelLease:
 
     @property
     def size(self) -> int:
-        """The file's size now (the server grows it when the outputs do not fit)."""
+        """The memfd's size now (the server grows it when the outputs do not fit)."""
         return self.buffer.size
+
+    @property
+    def fd(self) -> int:
+        """The memfd, for the caller to map (it stays the lease's)."""
+        return self.buffer.fd
 
     def ensure(self, size: int) -> None:
         """Grow the file to ``size`` bytes at least.
@@ -467,7 +471,7 @@ class ModelLease:
             self._server = None
 
     def close(self) -> None:
-        """Close the channel and remove the file."""
+        """Close the channel and the memfd."""
         self.drop()
         self.buffer.close()
 

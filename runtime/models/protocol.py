@@ -2,7 +2,7 @@
 
 Both ends talk over ``AF_UNIX`` / ``SOCK_SEQPACKET`` sockets, so one ``send`` is one message and a dead peer
 is seen as end-of-file. Messages are small pickled tuples (both ends are this package); arrays never cross the
-socket: each channel owns a memfd (or a file in a shared-memory directory) that both processes map, the
+socket: each channel owns a memfd that both processes map (and an app, for a channel lent to it), the
 caller writes the inputs into it, the server writes the outputs after them. Either side may grow the file;
 the message carries its current size and the other side maps it again.
 
@@ -16,18 +16,17 @@ Channel (one call at a time): ``("call", node, size, [(input, dtype, shape, offs
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import mmap
 import os
 import pickle
 import socket
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ALIGN", "MAX_MESSAGE", "SharedBuffer", "align", "layout", "receive", "send"]
+__all__ = ["ALIGN", "MAX_MESSAGE", "SharedBuffer", "align", "layout", "receive", "sealed_memfd", "send"]
 
 #: largest message either side reads (messages hold metadata only)
 MAX_MESSAGE = 1 << 20
@@ -110,55 +109,58 @@ def receive(sock: socket.socket, maxfds: int = 0) -> tuple[Any, list[int]] | Non
     return pickle.loads(data), fds
 
 
+def sealed_memfd(name: str, size: int, *, grow: bool = True, reserve: bool = True) -> int:
+    """A new memfd of ``size`` bytes that can never shrink.
+
+    A process that maps a file another process may truncate gets SIGBUS when it touches the lost pages; an
+    app handed this fd cannot do that to the appliance or the model server. Sealed against further seals.
+
+    Args:
+        name: the name shown in ``/proc/<pid>/fd`` (for debugging).
+        size: bytes.
+        grow: allow the file to grow later (else its size is sealed too).
+        reserve: allocate the pages now, so that running out of memory is an error here, never a SIGBUS
+            when the memory is written.
+
+    Returns:
+        The file descriptor (close-on-exec), owned by the caller.
+
+    Raises:
+        OSError: no memory for it.
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        if reserve and size:
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL | (0 if grow else fcntl.F_SEAL_GROW)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class SharedBuffer:
-    """A memfd (or a file) mapped in this process; the other end of the channel maps the same file.
+    """A memfd mapped in this process; the other end of the channel maps the same file.
 
     Mappings are replaced, never closed, when the file grows: arrays handed out earlier (or kept by a
     framework) stay valid until they are garbage. The file's pages are reserved when it grows, so that a
-    full tmpfs is an error then, never a SIGBUS when the memory is written.
+    full memory is an error then, never a SIGBUS when the memory is written; a memfd made here cannot
+    shrink (see :func:`sealed_memfd`).
 
     Args:
         fd: the memfd (owned from now on), or None to create one.
         size: its current size in bytes (the new file's size when ``fd`` is None).
-        path: the file's path when it is a file to remove on :meth:`close`.
     """
 
-    def __init__(self, fd: int | None = None, size: int = 1 << 20, path: Path | None = None) -> None:
+    def __init__(self, fd: int | None = None, size: int = 1 << 20) -> None:
         if fd is None:
-            fd = os.memfd_create("panorama-model-io", os.MFD_CLOEXEC)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd = sealed_memfd("panorama-model-io", size)
         self.fd = fd
         self.size = size
-        self.path = path
         self._map = mmap.mmap(fd, size)
-
-    @classmethod
-    def create(cls, path: Path, size: int) -> SharedBuffer:
-        """Make a new file (which other processes may open by name) as a shared buffer.
-
-        Args:
-            path: where; the file must not exist.
-            size: bytes (rounded up to whole pages).
-
-        Returns:
-            The buffer; :meth:`close` removes the file.
-
-        Raises:
-            OSError: the file exists or cannot be made (tmpfs full).
-        """
-        size = _pages(max(size, 1))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, size)
-            return cls(fd, size, path)
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
 
     def ensure(self, size: int) -> None:
         """Grow the file (and the mapping) to hold at least ``size`` bytes.
@@ -199,14 +201,10 @@ class SharedBuffer:
         return np.ndarray(tuple(shape), dtype=np.dtype(dtype), buffer=self._map, offset=offset)
 
     def close(self) -> None:
-        """Release the file descriptor (the mapping goes when the last view of it does); remove the file."""
+        """Release the file descriptor (the mapping goes when the last view of it does)."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            self.path = None
 
 
 def _pages(size: int) -> int:

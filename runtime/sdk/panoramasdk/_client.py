@@ -58,11 +58,10 @@ def session():
 class Session(object):
     """A connected app: the node's ports, its model nodes, and the connections to the appliance."""
 
-    def __init__(self, path, node, shm_dir, watch, welcome):
+    def __init__(self, path, node, watch, welcome):
         self.pid = os.getpid()
         self.path = path
         self.node = node
-        self.shm_dir = shm_dir
         self.id = welcome["session"]
         self.inputs = welcome.get("inputs", [])
         self.outputs = welcome.get("outputs", [])
@@ -89,7 +88,6 @@ class Session(object):
                 "`panorama-emulator run` (or on an AWS Panorama device)".format(P.ENV_BRIDGE)
             )
         node = os.environ.get(P.ENV_NODE, "")
-        shm_dir = os.environ.get(P.ENV_SHM, P.SANDBOX_SHM_DIR)
         try:
             watch = P.connect_unix(path, timeout=_CONNECT_TIMEOUT)
         except OSError as error:
@@ -120,7 +118,7 @@ class Session(object):
                     node, welcome.get("message", welcome)
                 )
             )
-        return cls(path, node, shm_dir, watch, welcome)
+        return cls(path, node, watch, welcome)
 
     # --- connections -------------------------------------------------------------------------------------
 
@@ -167,7 +165,10 @@ class Session(object):
     def _drop_connection(self):
         sock = getattr(self._local, "sock", None)
         self._local.sock = None
-        self._local.buffer = None  # the appliance removes it with the connection
+        buffer = getattr(self._local, "buffer", None)
+        if buffer:
+            buffer.close()
+        self._local.buffer = None  # the appliance closes its side with the connection
         if sock is not None:
             with contextlib.suppress(ValueError):
                 self._socks.remove(sock)
@@ -183,7 +184,9 @@ class Session(object):
                 break
         return released
 
-    def _request(self, header, buffers=(), reply=True, timeout=None):
+    def _request(self, header, buffers=(), reply=True, timeout=None, fds=None):
+        """Send a request; return the answer and its tail. ``fds`` (a list) receives the file descriptors
+        that came with the answer, which the caller then owns; without it they are refused."""
         sock = self._connection()
         self._next_id += 1
         header["id"] = self._next_id
@@ -196,7 +199,7 @@ class Session(object):
                 return None, None
             sock.settimeout(timeout)
             try:
-                answer, tail = P.recv_message(sock)
+                answer, tail = P.recv_message(sock, fds)
             finally:
                 if timeout is not None and getattr(self._local, "sock", None) is sock:
                     sock.settimeout(None)
@@ -219,41 +222,50 @@ class Session(object):
 
     # --- frames ------------------------------------------------------------------------------------------
 
-    def _map(self, name):
-        mapped = self._maps.get(name)
-        if mapped is None:
-            fd = os.open(os.path.join(self.shm_dir, name), os.O_RDWR)
-            try:
-                mapped = mmap.mmap(fd, 0)
-            finally:
-                os.close(fd)
-            self._maps[name] = mapped
-        return mapped
-
     def get_frames(self, port, timeout):
-        answer, _ = self._request({"op": P.OP_GET, "port": port, "timeout": timeout})
-        for name in answer.get("forget", ()):
-            self._maps.pop(name, None)
-        frames = []
-        released = self._released.append
-        for item in answer["items"]:
-            height, width, channels = item["shape"]
-            root = np.frombuffer(self._map(item["file"]), dtype=np.uint8, count=height * width * channels)
-            # The slot stays the app's until every array viewing it is gone.
-            weakref.finalize(root, released, item["slot"])
-            image = root.reshape(height, width, channels)
-            seconds, micros = item["ts"]
-            frames.append(
-                media._from_slot(
-                    item["slot"],
-                    image,
-                    item["stream_id"],
-                    item["stream_uri"],
-                    (seconds, micros),
-                    item["cached"],
+        fds = []
+        try:
+            answer, _ = self._request({"op": P.OP_GET, "port": port, "timeout": timeout}, fds=fds)
+            for slot in answer.get("forget", ()):
+                self._maps.pop(slot, None)
+            frames = []
+            released = self._released.append
+            for item in answer["items"]:
+                height, width, channels = item["shape"]
+                root = np.frombuffer(self._map(item, fds), dtype=np.uint8, count=height * width * channels)
+                # The slot stays the app's until every array viewing it is gone.
+                weakref.finalize(root, released, item["slot"])
+                image = root.reshape(height, width, channels)
+                seconds, micros = item["ts"]
+                frames.append(
+                    media._from_slot(
+                        item["slot"],
+                        image,
+                        item["stream_id"],
+                        item["stream_uri"],
+                        (seconds, micros),
+                        item["cached"],
+                    )
                 )
-            )
-        return frames
+            return frames
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _map(self, item, fds):
+        """The mapping of a frame's slot: made from the memfd that comes with the slot's first frame."""
+        slot = item["slot"]
+        mapped = self._maps.get(slot)
+        if mapped is None:
+            try:
+                mapped = mmap.mmap(fds[item["fd"]], 0)
+            except (KeyError, IndexError, TypeError):
+                self._drop_connection()
+                raise ApplianceConnectionError(
+                    "panoramasdk: bad message from the appliance: no memfd for frame slot {}".format(slot)
+                ) from None
+            self._maps[slot] = mapped
+        return mapped
 
     def put_frames(self, port, frames):
         items = []
@@ -305,27 +317,38 @@ class Session(object):
     def _call_buffer(self, size, grown=False):
         """This thread's call buffer, holding ``size`` bytes at least (None: send arrays in the tail).
 
-        With ``grown``, the appliance has made the file ``size`` bytes long already: map it again.
+        With ``grown``, the appliance has made the memfd ``size`` bytes long already: map it again.
         """
         buffer = getattr(self._local, "buffer", None)
         if buffer is False:
             return None
         if buffer is not None and buffer.size >= size:
             return buffer
+        if grown and buffer is not None:
+            try:
+                buffer.remap(size)
+            except (ValueError, OSError):
+                buffer.close()
+                self._local.buffer = False
+                return None
+            return buffer
+        fds = []
         try:
-            if grown and buffer is not None:
-                buffer = _CallBuffer(self.shm_dir, buffer.file, size)
-            else:
-                answer, _ = self._request({"op": P.OP_BUFFER, "size": size})
-                buffer = _CallBuffer(self.shm_dir, answer["file"], answer["size"])
+            answer, _ = self._request({"op": P.OP_BUFFER, "size": size}, fds=fds)
+            fresh = _CallBuffer(fds.pop(0), answer["size"])
         except ApplianceConnectionError:
             raise
-        except (ValueError, KeyError, TypeError, OSError, RuntimeError):
-            # No shared memory for calls (shm full, unmappable, refused): arrays go through the socket.
+        except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError):
+            # No shared memory for calls (no memory, unmappable, refused): arrays go through the socket.
             self._local.buffer = False
             return None
-        self._local.buffer = buffer
-        return buffer
+        finally:
+            for fd in fds:
+                os.close(fd)
+        if buffer is not None:
+            buffer.close()
+        self._local.buffer = fresh
+        return fresh
 
     def _model_inputs(self, model, inputs):
         if isinstance(inputs, media):
@@ -371,18 +394,27 @@ class Session(object):
 
 
 class _CallBuffer(object):
-    """This side's mapping of a connection's call buffer (a file in the shm directory)."""
+    """This side's mapping of a connection's call buffer (a memfd the appliance sent)."""
 
-    def __init__(self, shm_dir, name, size):
-        if os.path.basename(name) != name or name in ("", ".", ".."):
-            raise ValueError("bad call buffer name {!r}".format(name))
-        fd = os.open(os.path.join(shm_dir, name), os.O_RDWR)
+    def __init__(self, fd, size):
         try:
             self.map = mmap.mmap(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
-        self.file = name
+            raise
+        self.fd = fd
         self.size = size
+
+    def remap(self, size):
+        """Map the memfd again after the appliance grew it to ``size`` bytes."""
+        self.map = mmap.mmap(self.fd, size)
+        self.size = size
+
+    def close(self):
+        """Close the memfd (the mapping goes with its last view)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _flush():

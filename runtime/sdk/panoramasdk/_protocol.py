@@ -1,8 +1,9 @@
 """The bridge protocol between an app (``panoramasdk``) and the appliance: one definition for both sides.
 
 Control and metadata travel over a unix stream socket, ``<run dir>/<node>.sock``; pixels never do. Camera
-frames live in shared-memory slot files in the shm directory, mapped once by both sides, so a frame crosses
-the bridge as a slot number.
+frames live in shared-memory slots (memfds), mapped once by both sides, so a frame crosses the bridge as a
+slot number. A memfd reaches the app as a file descriptor passed with a message (``SCM_RIGHTS``); the
+appliance seals it against shrinking, so the app cannot make the appliance fault on it.
 
 Every message is::
 
@@ -19,12 +20,14 @@ Conversation:
 - Each app thread that talks to the appliance opens its own *request* connection: ``hello`` (role
   ``request``, the session id) -> ``ready``.
 - ``get`` (a media port, a timeout) -> ``frames`` (one item per camera) or ``error`` (kind ``timeout``).
+  An item whose slot this connection has not been sent before carries ``"fd"``: the index, among the
+  message's file descriptors, of the slot's memfd. ``"forget"`` lists slots that are gone.
 - ``put`` (an output port, one item per media) -> no reply.
-- ``buffer`` (a size) -> ``buffer`` (a file in the shm directory and its size) or ``error``: the
-  connection's *call buffer*, made (or grown) by the appliance and mapped by both sides.
+- ``buffer`` (a size) -> ``buffer`` (its size, with the memfd) or ``error``: the connection's *call
+  buffer*, made (or grown) by the appliance and mapped by both sides.
 - ``call`` (a model node, input arrays) -> ``result`` (output arrays) or ``error``. Arrays whose specs have
   an ``"offset"`` live in the connection's call buffer instead of the tail: the app writes the inputs at
-  the offsets it chose, the appliance writes the outputs after them (growing the file when they do not
+  the offsets it chose, the appliance writes the outputs after them (growing the memfd when they do not
   fit; the answer's ``"size"`` is then larger than the app's mapping). A model call thus crosses the
   bridge as two short messages.
 - Any request may carry ``rel``: slots the app no longer references.
@@ -33,6 +36,7 @@ This module runs inside the app's root filesystem (Python 3.8, standard library 
 host; it imports nothing else from the project.
 """
 
+import array as _array
 import json
 import os
 import socket
@@ -43,7 +47,6 @@ import numpy as np
 __all__ = [
     "ENV_BRIDGE",
     "ENV_NODE",
-    "ENV_SHM",
     "ERR_CLOSED",
     "ERR_KEY",
     "ERR_MODEL",
@@ -51,6 +54,7 @@ __all__ = [
     "ERR_TIMEOUT",
     "ERR_VALUE",
     "HEADER",
+    "MAX_FDS",
     "MAX_JSON",
     "MAX_TAIL",
     "OP_BUFFER",
@@ -68,7 +72,6 @@ __all__ = [
     "ROLE_WATCH",
     "SANDBOX_RUN_DIR",
     "SANDBOX_SDK_DIR",
-    "SANDBOX_SHM_DIR",
     "BridgeClosed",
     "ProtocolError",
     "array_specs",
@@ -83,18 +86,16 @@ __all__ = [
     "tail_buffers",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 ENV_BRIDGE = "PANORAMA_EMULATOR_BRIDGE"
 """Path of the node's bridge socket, as the app sees it."""
 ENV_NODE = "PANORAMA_EMULATOR_NODE"
 """Name of the code node the app process runs."""
-ENV_SHM = "PANORAMA_EMULATOR_SHM"
 """Directory of the shared-memory frame slots, as the app sees it."""
 
 SANDBOX_SDK_DIR = "/opt/panorama-emulator/sdk"
 SANDBOX_RUN_DIR = "/opt/panorama-emulator/run"
-SANDBOX_SHM_DIR = "/opt/panorama-emulator/shm"
 
 ROLE_WATCH = "watch"
 ROLE_REQUEST = "request"
@@ -120,11 +121,14 @@ ERR_PROTOCOL = "protocol"
 HEADER = struct.Struct("<II")
 MAX_JSON = 16 * 1024 * 1024
 MAX_TAIL = 2 * 1024 * 1024 * 1024
+MAX_FDS = 64
+"""Most file descriptors one message carries."""
 ALIGN = 64
 """Alignment of every array in a call buffer."""
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _UNIX_PATH_MAX = 100
+_FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * _array.array("i").itemsize)
 
 
 class BridgeClosed(ConnectionError):
@@ -135,13 +139,15 @@ class ProtocolError(ValueError):
     """A message did not follow the protocol."""
 
 
-def send_message(sock, header, buffers=()):
+def send_message(sock, header, buffers=(), fds=()):
     """Send one message: a JSON header and, optionally, a binary tail made of ``buffers``.
 
     Args:
         sock: a connected stream socket.
         header: a JSON-able dict with an ``"op"``.
         buffers: bytes-like objects (C-contiguous) sent back to back as the tail, without copying.
+        fds: file descriptors that travel with the message (at most :data:`MAX_FDS`); the receiver gets
+            copies, these stay open.
 
     Raises:
         BridgeClosed: the peer is gone.
@@ -150,13 +156,18 @@ def send_message(sock, header, buffers=()):
     views = [memoryview(buffer).cast("B") for buffer in buffers]
     tail = sum(view.nbytes for view in views)
     first = HEADER.pack(len(body), tail) + body
+    if len(fds) > MAX_FDS:
+        raise ValueError("{} file descriptors in one message (at most {})".format(len(fds), MAX_FDS))
+    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _array.array("i", fds).tobytes())] if fds else []
     try:
-        if not views:
+        if not views and not ancillary:
             sock.sendall(first)
             return
         pending = [memoryview(first)] + [view for view in views if view.nbytes]
         while pending:
-            sent = sock.sendmsg(pending)
+            # The descriptors ride on the first bytes sent; the receiver collects them with the header.
+            sent = sock.sendmsg(pending, ancillary)
+            ancillary = []
             while sent:
                 head = pending[0]
                 if sent >= head.nbytes:
@@ -173,13 +184,16 @@ def send_message(sock, header, buffers=()):
         raise
 
 
-def _recv_exact(sock, size):
+def _recv_exact(sock, size, fds=None):
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
     while got < size:
         try:
-            count = sock.recv_into(view[got:], size - got)
+            if fds is None:
+                count = sock.recv_into(view[got:], size - got)
+            else:
+                count = _recv_with_fds(sock, view[got:], fds)
         except (ConnectionResetError, BrokenPipeError) as error:
             raise BridgeClosed("the bridge connection is closed") from error
         if count == 0:
@@ -188,11 +202,25 @@ def _recv_exact(sock, size):
     return buffer
 
 
-def recv_message(sock):
+def _recv_with_fds(sock, view, fds):
+    count, ancillary, flags, _ = sock.recvmsg_into([view], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = _array.array("i")
+            received.frombytes(data[: len(data) - len(data) % received.itemsize])
+            fds.extend(received)
+    if flags & socket.MSG_CTRUNC:
+        raise ProtocolError("more file descriptors than a message may carry")
+    return count
+
+
+def recv_message(sock, fds=None):
     """Receive one message.
 
     Args:
         sock: a connected stream socket.
+        fds: a list that receives the file descriptors that came with the message (the caller owns and
+            closes them); None to refuse them (the kernel closes any that were sent).
 
     Returns:
         ``(header, tail)``: the JSON header (a dict) and the binary tail (a bytearray, empty when none).
@@ -201,7 +229,7 @@ def recv_message(sock):
         BridgeClosed: the peer closed the connection.
         ProtocolError: the message is malformed.
     """
-    json_size, tail_size = HEADER.unpack(_recv_exact(sock, HEADER.size))
+    json_size, tail_size = HEADER.unpack(_recv_exact(sock, HEADER.size, fds))
     if json_size > MAX_JSON or tail_size > MAX_TAIL:
         raise ProtocolError("message too large: {} + {} bytes".format(json_size, tail_size))
     try:

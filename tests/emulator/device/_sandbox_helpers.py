@@ -16,7 +16,7 @@ from pathlib import Path
 MOUNT_POINTS = (
     "proc", "dev", "sys", "tmp", "var/tmp", "run", "dev/shm",
     "opt/aws/panorama/storage", "opt/aws/panorama/logs",
-    "opt/panorama-emulator/sdk", "opt/panorama-emulator/run", "opt/panorama-emulator/shm",
+    "opt/panorama-emulator/sdk", "opt/panorama-emulator/run",
 )  # fmt: skip
 
 

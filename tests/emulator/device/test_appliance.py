@@ -113,24 +113,15 @@ def test_storage_survives_boots_and_tmp_does_not(boot_counter_project: Path, sta
     assert second.status()["nodes"][node]["exit_codes"] == [0]  # type: ignore[index]
 
 
-def test_each_boot_starts_with_an_empty_run_dir_and_fresh_shared_memory(
+def test_each_boot_starts_with_an_empty_run_dir(
     project: MakeProject, state_dir: Path
 ) -> None:
     device = appliance(project("run-dir-app", NodeSpec("steady", "steady.py")), state_dir)
     with device:
-        shm = device.shm_path
-        assert shm is not None and shm.is_dir()
         (device.store.run_dir / "left-over").write_text("x")
-        (shm / "left-over").write_text("x")
         device.power_cut()
-        assert not shm.exists()
-        shm.mkdir(parents=True)
-        (shm / "left-over").write_text("x")
         device.boot()
-        assert device.shm_path == shm
         assert not (device.store.run_dir / "left-over").exists()
-        assert not (shm / "left-over").exists()
-    assert not shm.exists()
 
 
 def test_the_app_gets_the_descriptor_environment_only(project: MakeProject, state_dir: Path) -> None:

@@ -21,7 +21,6 @@ from emulator.device.sandbox import (
     LOGS_MOUNT,
     RUN_MOUNT,
     SDK_MOUNT,
-    SHM_MOUNT,
     STORAGE_MOUNT,
     BwrapLauncher,
     SandboxSpec,
@@ -42,7 +41,6 @@ def spec(**changes: object) -> SandboxSpec:
         "logs_dir": Path("/state/logs/node"),
         "sdk_dir": Path("/repo/runtime/sdk"),
         "run_dir": Path("/state/run"),
-        "shm_dir": Path("/dev/shm/pe"),
     }
     base.update(changes)
     return SandboxSpec(**base)  # type: ignore[arg-type]
@@ -68,21 +66,20 @@ def test_argv_mounts_the_rootfs_read_only_and_ends_with_the_entry_command() -> N
     assert singles(argv, "--chdir") == ["/"]
 
 
-def test_argv_binds_storage_logs_run_shm_read_write_and_the_sdk_read_only() -> None:
+def test_argv_binds_storage_logs_run_read_write_and_the_sdk_read_only() -> None:
     argv = build_argv(spec(), "bwrap")
     assert pairs(argv, "--bind") == [
         ("/state/storage", STORAGE_MOUNT),
         ("/state/logs/node", LOGS_MOUNT),
         ("/state/run", RUN_MOUNT),
-        ("/dev/shm/pe", SHM_MOUNT),
     ]
     assert ("/repo/runtime/sdk", SDK_MOUNT) in pairs(argv, "--ro-bind")
 
 
 def test_argv_leaves_out_binds_that_are_not_given() -> None:
-    argv = build_argv(spec(storage_dir=None, sdk_dir=None, shm_dir=None), "bwrap")
+    argv = build_argv(spec(storage_dir=None, sdk_dir=None), "bwrap")
     targets = [target for _, target in pairs(argv, "--bind") + pairs(argv, "--ro-bind")]
-    assert STORAGE_MOUNT not in targets and SDK_MOUNT not in targets and SHM_MOUNT not in targets
+    assert STORAGE_MOUNT not in targets and SDK_MOUNT not in targets
     assert LOGS_MOUNT in targets and RUN_MOUNT in targets
 
 
@@ -255,7 +252,7 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def dirs(tmp_path: Path) -> dict[str, Path]:
-    made = {name: tmp_path / name for name in ("storage", "logs", "sdk", "run", "shm")}
+    made = {name: tmp_path / name for name in ("storage", "logs", "sdk", "run")}
     for path in made.values():
         path.mkdir()
     (made["sdk"] / "marker.py").write_text("SDK = True\n")
@@ -272,7 +269,6 @@ def real_spec(rootfs: Path, dirs: dict[str, Path], code: str, **changes: object)
         "logs_dir": dirs["logs"],
         "sdk_dir": dirs["sdk"],
         "run_dir": dirs["run"],
-        "shm_dir": dirs["shm"],
         "user_namespace": os.geteuid() != 0,
     }
     base.update(changes)
@@ -302,7 +298,7 @@ print(json.dumps({
     "tmp": attempt("/tmp/file"), "var_tmp": attempt("/var/tmp/file"),
     "storage": attempt("/opt/aws/panorama/storage/s"),
     "logs": attempt("/opt/aws/panorama/logs/l"), "sdk": attempt("/opt/panorama-emulator/sdk/x"),
-    "run": attempt("/opt/panorama-emulator/run/r"), "shm": attempt("/opt/panorama-emulator/shm/m"),
+    "run": attempt("/opt/panorama-emulator/run/r"),
     "devices": sorted(os.listdir("/dev")), "sdk_marker": marker.SDK,
 }))
 """
@@ -319,11 +315,11 @@ def test_sandbox_gives_the_app_the_device_view(rootfs: Path, dirs: dict[str, Pat
     assert view["pid"] < 10 and view["uid"] == 0 and view["cwd"] == "/"
     assert set(view["env"]) - {"PWD"} == {"PATH", "PYTHONPATH", "APP_SETTING"}
     assert view["root"] == view["panorama"] == view["sdk"] == "Read-only file system"
-    for writable in ("tmp", "var_tmp", "storage", "logs", "run", "shm"):
+    for writable in ("tmp", "var_tmp", "storage", "logs", "run"):
         assert view[writable] == "ok", writable
     assert (dirs["storage"] / "s").read_text() == "x"
     assert (dirs["logs"] / "l").read_text() == "x"
-    assert (dirs["run"] / "r").exists() and (dirs["shm"] / "m").exists()
+    assert (dirs["run"] / "r").exists()
     assert not (rootfs / "tmp/file").exists() and not (rootfs / "file").exists()
     assert "null" in view["devices"] and "sda" not in view["devices"] and "vda" not in view["devices"]
     assert view["sdk_marker"] is True

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.bridge.frames import Ring, SlotPool
+from runtime.bridge.testing import shared_memory
 
 SHAPE = (4, 6, 3)
 
 
 @pytest.fixture
-def pool(tmp_path: Path) -> Iterator[SlotPool]:
-    slot_pool = SlotPool(tmp_path)
+def pool() -> Iterator[SlotPool]:
+    slot_pool = SlotPool()
     yield slot_pool
     slot_pool.close()
 
@@ -28,14 +30,29 @@ def _publish(ring: Ring, value: int) -> int:
     return slot.id
 
 
-def test_slots_are_files_mapped_by_the_host(pool: SlotPool, tmp_path: Path) -> None:
+def test_slots_are_memfds_mapped_by_the_host_that_cannot_shrink(pool: SlotPool) -> None:
+    others = shared_memory()  # what other tests' devices hold
     ring = Ring("node", "video_in", "cam", pool)
     slot = ring.acquire(SHAPE)
     assert slot is not None
     slot.array[:] = 7
-    assert (tmp_path / slot.file).read_bytes() == bytes([7]) * (4 * 6 * 3)
+    size = 4 * 6 * 3
+    assert os.pread(slot.fd, size + 1, 0) == bytes([7]) * size
+    assert shared_memory() == sorted([*others, f"panorama-frame.node.{slot.id}"])
+    # What the app gets is the same file: it can neither shrink nor grow it, so the host never faults.
+    app_fd = os.open(f"/proc/self/fd/{slot.fd}", os.O_RDWR)
+    try:
+        for size_change in (0, size - 1, size + 4096):
+            with pytest.raises(PermissionError):
+                os.ftruncate(app_fd, size_change)
+        with pytest.raises(PermissionError):
+            fcntl.fcntl(app_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+    finally:
+        os.close(app_fd)
     pool.close()
-    assert list(tmp_path.iterdir()) == []
+    ring.clear()
+    del slot  # the last view of its mapping
+    assert shared_memory() == others
 
 
 def test_lockstep_ring_hands_out_each_frame_once_in_order(pool: SlotPool) -> None:
@@ -90,15 +107,19 @@ def test_a_full_ring_gives_no_slot(pool: SlotPool) -> None:
     assert ring.acquire(SHAPE) is None
 
 
-def test_a_new_frame_size_replaces_free_slots_and_tells_the_app(pool: SlotPool, tmp_path: Path) -> None:
+def test_a_new_frame_size_replaces_free_slots_and_tells_the_app(pool: SlotPool) -> None:
+    others = shared_memory()
     ring = Ring("node", "video_in", "cam", pool)
     _publish(ring, 1)
     old, _ = ring.take()
     ring.end_session()
     bigger = ring.acquire((8, 8, 3))
     assert bigger is not None and bigger.array.shape == (8, 8, 3)
-    assert ring.drain_forget() == [old.file]
-    assert not (tmp_path / old.file).exists()
+    old_id = old.id
+    del old
+    assert ring.drain_forget() == [old_id]
+    assert pool.get(old_id) is None and pool.ids == [bigger.id]
+    assert shared_memory() == sorted([*others, f"panorama-frame.node.{bigger.id}"])
     assert ring.drain_forget() == []
 
 

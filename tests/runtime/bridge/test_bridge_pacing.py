@@ -164,7 +164,7 @@ def test_the_camera_never_overwrites_frames_the_app_still_holds(lab: BridgeLab) 
     done = lab.finish(lab.app(runtime, app))
     assert done.returncode == 0, done.stderr
     assert done.result == 0
-    assert len(runtime.shm_files) <= MAX_SLOTS
+    assert len(runtime.slot_ids) <= MAX_SLOTS
 
 
 def test_a_paused_camera_stays_cached_while_the_others_run(lab: BridgeLab) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -31,6 +32,37 @@ def test_message_with_arrays_round_trips() -> None:
     for original, copy in zip(arrays, back, strict=True):
         assert np.array_equal(original, copy)
     assert back[0].flags.writeable
+
+
+def test_file_descriptors_travel_with_a_message_and_only_to_who_takes_them() -> None:
+    left, right = socket.socketpair()
+    files = [os.memfd_create(f"protocol-test-{index}") for index in range(2)]
+    try:
+        with left, right:
+            big = np.zeros(3 << 20, np.uint8)  # several socket buffers: the fds ride on the first bytes
+            header = {"op": "frames", "items": [{"fd": 0}, {"fd": 1}]}
+            sender = threading.Thread(
+                target=P.send_message, args=(left, header, [big]), kwargs={"fds": files}
+            )
+            sender.start()
+            fds: list[int] = []
+            received, tail = P.recv_message(right, fds)
+            sender.join()
+            assert received == header and len(tail) == big.nbytes
+            assert [os.fstat(fd).st_ino for fd in fds] == [os.fstat(fd).st_ino for fd in files]
+            assert all(os.get_inheritable(fd) is False for fd in fds)
+            for fd in fds:
+                os.close(fd)
+            # A receiver that takes none gets none: the kernel closes them.
+            open_before = len(os.listdir("/proc/self/fd"))
+            P.send_message(left, {"op": "frames"}, fds=files)
+            assert P.recv_message(right)[0] == {"op": "frames"}
+            assert len(os.listdir("/proc/self/fd")) == open_before
+            with pytest.raises(ValueError, match="file descriptors in one message"):
+                P.send_message(left, {"op": "frames"}, fds=[files[0]] * (P.MAX_FDS + 1))
+    finally:
+        for fd in files:
+            os.close(fd)
 
 
 def test_a_closed_peer_is_bridge_closed() -> None:
@@ -146,8 +178,9 @@ def test_a_client_with_another_protocol_version_is_refused(lab: BridgeLab) -> No
         P.send_message(sock, {"op": P.OP_HELLO, "protocol": 99, "role": P.ROLE_WATCH, "node": "code_node"})
         reply, _ = P.recv_message(sock)
     assert reply["op"] == P.OP_ERROR
-    assert reply["message"].startswith("the appliance speaks bridge protocol 1")
+    assert reply["message"].startswith(f"the appliance speaks bridge protocol {P.PROTOCOL_VERSION}")
     with P.connect_unix(path, timeout=5) as sock:
-        P.send_message(sock, {"op": P.OP_HELLO, "protocol": 1, "role": P.ROLE_WATCH, "node": "other_node"})
+        hello = {"op": P.OP_HELLO, "protocol": P.PROTOCOL_VERSION, "role": P.ROLE_WATCH, "node": "other_node"}
+        P.send_message(sock, hello)
         reply, _ = P.recv_message(sock)
     assert reply["message"] == "this bridge serves node code_node, not other_node"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
 from emulator.errors import DeviceError
 from runtime.bridge import Runtime
-from runtime.bridge.testing import BridgeLab, app_plan, code_node, numbered_frames
+from runtime.bridge.testing import BridgeLab, app_plan, code_node, numbered_frames, shared_memory
 from runtime.media.camera import ArraySource
 
 RECORD = """
@@ -44,12 +45,10 @@ def test_node_env_gives_sandbox_paths_or_host_paths(lab: BridgeLab) -> None:
     assert runtime.node_env("code_node") == {
         "PANORAMA_EMULATOR_BRIDGE": "/opt/panorama-emulator/run/code_node.sock",
         "PANORAMA_EMULATOR_NODE": "code_node",
-        "PANORAMA_EMULATOR_SHM": "/opt/panorama-emulator/shm",
         "PYTHONPATH": "/opt/panorama-emulator/sdk",
     }
     host = runtime.node_env("code_node", sandbox_paths=False)
     assert host["PANORAMA_EMULATOR_BRIDGE"] == str(runtime.run_dir / "code_node.sock")
-    assert host["PANORAMA_EMULATOR_SHM"] == str(runtime.shm_dir)
     assert os.path.isfile(os.path.join(host["PYTHONPATH"], "panoramasdk", "__init__.py"))
     with pytest.raises(DeviceError, match="node camera_node: not a code node of the application"):
         runtime.node_env("camera_node")
@@ -146,14 +145,17 @@ def test_a_camera_that_fails_is_counted_and_the_runtime_stays_up(lab: BridgeLab)
 
 def test_the_runtime_is_a_context_manager(lab: BridgeLab) -> None:
     plan = app_plan()
-    shm = lab.shm_dir()
+    others = shared_memory()
     with Runtime(
         plan,
         lab.workdir / "ctx",
-        shm,
         cameras={"camera_node": ArraySource(numbered_frames(1), name="camera_node")},
         hdmi=None,
         models=None,
     ) as runtime:
         assert runtime.metrics()["nodes"]["code_node"]["connected"] is False  # type: ignore[index]
-    assert os.listdir(shm) == []
+        deadline = time.monotonic() + 30
+        while not runtime.slot_ids and time.monotonic() < deadline:  # the camera fills its first slot
+            time.sleep(0.01)
+        assert len(shared_memory()) > len(others)
+    assert shared_memory() == others

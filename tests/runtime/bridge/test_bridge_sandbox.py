@@ -8,14 +8,14 @@ import textwrap
 
 import pytest
 
-from runtime.bridge import SANDBOX_RUN_DIR, SANDBOX_SDK_DIR, SANDBOX_SHM_DIR, SDK_DIR
+from runtime.bridge import SANDBOX_RUN_DIR, SANDBOX_SDK_DIR, SDK_DIR
 from runtime.bridge.testing import BridgeLab, app_plan, code_node, model_plan
 from runtime.media.hdmi import HdmiSink
 
 pytestmark = pytest.mark.sandbox
 
 APP = """
-import json, os
+import json, os, re
 import numpy as np
 import panoramasdk
 
@@ -35,7 +35,7 @@ class App(panoramasdk.node):
 outputs = App().run(5)
 print("RESULT " + json.dumps({
     "sdk": panoramasdk.__file__,
-    "shm": sorted(os.listdir(os.environ["PANORAMA_EMULATOR_SHM"]))[:1],
+    "shm": sorted(set(re.findall(r"/memfd:(panorama-[^ ]+)", open("/proc/self/maps").read()))),
     "model": outputs[0].tolist(),
 }))
 """
@@ -71,7 +71,7 @@ def test_an_app_in_bwrap_gets_frames_puts_overlays_and_calls_models(
     for prefix in sorted({sys.base_prefix, sys.prefix}):
         argv += ["--ro-bind", prefix, prefix]
     argv += ["--ro-bind", str(SDK_DIR), SANDBOX_SDK_DIR]
-    argv += ["--bind", str(runtime.run_dir), SANDBOX_RUN_DIR, "--bind", str(runtime.shm_dir), SANDBOX_SHM_DIR]
+    argv += ["--bind", str(runtime.run_dir), SANDBOX_RUN_DIR]
     argv += ["--ro-bind", str(script), "/opt/app.py"]
     argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--chdir", "/", "--clearenv"]
     for name, value in runtime.node_env("code_node").items():
@@ -80,11 +80,13 @@ def test_an_app_in_bwrap_gets_frames_puts_overlays_and_calls_models(
     process = lab.track(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     done = lab.finish(process)
     assert done.returncode == 0, textwrap.shorten(done.stderr, 3000)
-    assert done.result == {
-        "sdk": f"{SANDBOX_SDK_DIR}/panoramasdk/__init__.py",
-        "shm": [runtime.shm_files[0]],
-        "model": [[2.0, 2.0, 2.0]],
-    }
+    result = dict(done.result)
+    # Shared memory reached the app as memfds over the bridge socket: the frame slots and a call buffer.
+    shm = set(result.pop("shm"))
+    assert "panorama-model-io" in shm
+    frames = shm - {"panorama-model-io"}
+    assert frames and frames <= {f"panorama-frame.code_node.{slot}" for slot in runtime.slot_ids}
+    assert result == {"sdk": f"{SANDBOX_SDK_DIR}/panoramasdk/__init__.py", "model": [[2.0, 2.0, 2.0]]}
     assert runtime.frames_out == 5
     screen = hdmi.last_frame
     assert screen is not None

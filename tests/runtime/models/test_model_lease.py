@@ -13,7 +13,7 @@ import pytest
 from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
-from runtime.bridge.testing import BridgeLab, app_plan, code_node
+from runtime.bridge.testing import APP_MEMFDS, BridgeLab, app_plan, code_node, shared_memory
 from runtime.graph import AppPlan, ModelPlan
 from runtime.models import ModelHost
 
@@ -43,20 +43,23 @@ def conv_plan() -> AppPlan:
     return app_plan(code_node(media_inputs={}), models=models)
 
 
-def call_files(shm_dir: Path) -> list[str]:
-    return sorted(name for name in os.listdir(shm_dir) if ".call." in name)
+def model_memfds() -> int:
+    return shared_memory().count("panorama-model-io")
 
 
 def test_an_app_calls_models_through_its_channel_and_gets_what_the_host_computes(
     onnx_host: ModelHost, tmp_path: Path
 ) -> None:
+    onnx_host.call("conv_node", image(0))  # the host's own channel exists before the count
     before = onnx_host.metrics()["conv_node"]["calls"]
+    host_memfds = model_memfds()
     with BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(conv_plan(), models=onnx_host)
         out = tmp_path / "out.npz"
         app = lab.app(
             runtime,
             PRELUDE
+            + APP_MEMFDS
             + f"""
 x = image(0)
 as_float = node.call({{"data": x}}, "conv_node")
@@ -65,16 +68,15 @@ as_double = node.call({{"data": x.astype(np.float64)}}, "conv_node")
 again = node.call({{"data": image(1)}}, "conv_node")
 pair = node.call({{"a": np.ones((1, 4), np.float32), "b": np.full((1, 4), 2, np.float32)}}, "pair_node")
 np.savez({str(out)!r}, *as_float, *as_bytes, *as_double, *again, *pair)
-import os
 print("RESULT " + json.dumps({{
     "types": sorted({{type(o).__name__ + " " + str(o.dtype) for o in as_float + again + pair}}),
-    "files": sorted(f for f in os.listdir(os.environ["PANORAMA_EMULATOR_SHM"]) if ".call." in f),
+    "call buffers": len(memfds("model-io")),
 }}), flush=True)
 """,
         )
         done = lab.finish(app)
         assert done.returncode == 0, done.stderr
-        assert done.result == {"types": ["ndarray float32"], "files": ["code_node.call.1"]}
+        assert done.result == {"types": ["ndarray float32"], "call buffers": 1}
         with np.load(out) as saved:
             got = [saved[f"arr_{index}"] for index in range(len(saved.files))]
         x = image(0)
@@ -92,9 +94,9 @@ print("RESULT " + json.dumps({{
         assert runtime.metrics()["nodes"]["code_node"]["model_calls"] == 5  # type: ignore[index]
         # The connection ended with the app: its call buffer is gone.
         deadline = time.monotonic() + WAIT
-        while call_files(runtime.shm_dir) and time.monotonic() < deadline:
+        while model_memfds() != host_memfds and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert call_files(runtime.shm_dir) == []
+        assert model_memfds() == host_memfds
 
 
 def test_wrong_inputs_through_the_channel_fail_that_call_with_the_host_message(
@@ -137,12 +139,17 @@ def test_after_a_server_restart_the_app_keeps_calling_through_the_same_buffer(
             app = lab.app(
                 runtime,
                 PRELUDE
+                + APP_MEMFDS
                 + """
 first = node.call(image(0), "conv_node")
+before = sorted(memfds("model-io"))
 print("called", flush=True)
 sys.stdin.readline()
 second = node.call(image(0), "conv_node")
-print("RESULT " + json.dumps([np.array_equal(a, b) for a, b in zip(first, second)]), flush=True)
+print("RESULT " + json.dumps({
+    "same outputs": [np.array_equal(a, b) for a, b in zip(first, second)],
+    "same call buffer": len(before) == 1 and sorted(memfds("model-io")) == before,
+}), flush=True)
 """,
                 stdin=True,
             )
@@ -151,26 +158,25 @@ print("RESULT " + json.dumps([np.array_equal(a, b) for a, b in zip(first, second
             pid = host.pid
             assert pid is not None
             kill_and_wait(pid)
-            files = call_files(runtime.shm_dir)
             app.stdin.write(b"go\n")
             app.stdin.flush()
             done = lab.finish(app)
             assert done.returncode == 0, done.stderr
-            assert done.result == [True, True]
+            # The new server works on the call buffer the app already had.
+            assert done.result == {"same outputs": [True, True], "same call buffer": True}
             assert host.restarts == 1 and host.pid not in (None, pid)
-            assert files == ["code_node.call.1"]
 
 
-def test_a_lease_converts_inputs_grows_its_file_and_removes_it(onnx_host: ModelHost, tmp_path: Path) -> None:
-    path = tmp_path / "lease.buf"
-    lease = onnx_host.lease(path, 16)
+def test_a_lease_converts_inputs_grows_its_memfd_and_frees_it(onnx_host: ModelHost) -> None:
+    before = model_memfds()
+    lease = onnx_host.lease(16)
     try:
-        assert path.stat().st_size == lease.size == os.sysconf("SC_PAGE_SIZE")
+        assert os.fstat(lease.fd).st_size == lease.size == 16
         x = (image(3) * 255).astype(np.uint8)
         lease.ensure(x.nbytes)
         lease.buffer.array(x.dtype, x.shape, 0)[...] = x
         placed = lease.call("conv_node", [("data", x.dtype, x.shape, 0)])
-        assert lease.size > x.nbytes and path.stat().st_size == lease.size  # float32 copy + outputs
+        assert lease.size > x.nbytes and os.fstat(lease.fd).st_size == lease.size  # float32 copy + outputs
         got = [lease.buffer.array(dtype, shape, offset).copy() for dtype, shape, offset in placed]
         assert [dtype for dtype, _, _ in placed] == ["<f4", "<f4"]
         for have, want in zip(got, onnx_host.call("conv_node", x.astype(np.float32)), strict=True):
@@ -179,16 +185,20 @@ def test_a_lease_converts_inputs_grows_its_file_and_removes_it(onnx_host: ModelH
             lease.call("conv_node", [("data", np.dtype(np.float32), IMAGE, lease.size - 8)])
         with pytest.raises(KeyError):
             lease.call("no_such_node", [])
+        # Whoever it is lent to cannot shrink it under the model server.
+        with pytest.raises(PermissionError):
+            os.ftruncate(lease.fd, 0)
     finally:
         lease.close()
-    assert not path.exists()
+    del lease
+    assert model_memfds() == before
 
 
 def test_a_server_killed_during_a_leased_call_fails_that_call_and_the_lease_serves_the_next(
     torch_spinner: Path, tmp_path: Path
 ) -> None:
     with ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))]) as host:
-        lease = host.lease(tmp_path / "lease.buf", 64)
+        lease = host.lease(64)
         errors: list[BaseException] = []
         inputs = [("data", np.dtype(np.float32), PAIR, 0)]
 
@@ -222,6 +232,8 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
     onnx_host: ModelHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 1024)
+    onnx_host.call("conv_node", image(0))
+    host_memfds = model_memfds()
     with BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(conv_plan(), models=onnx_host)
         app = lab.app(
@@ -232,4 +244,4 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
         done = lab.finish(app)
         assert done.returncode == 0, done.stderr
         assert done.result == onnx_host.call("conv_node", image(0))[1].tolist()
-        assert call_files(runtime.shm_dir) == []
+        assert model_memfds() == host_memfds

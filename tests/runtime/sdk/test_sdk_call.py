@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 import time
 from collections.abc import Mapping
@@ -10,7 +9,15 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from runtime.bridge.testing import BridgeLab, FakeModels, app_plan, code_node, model_plan
+from runtime.bridge.testing import (
+    APP_MEMFDS,
+    BridgeLab,
+    FakeModels,
+    app_plan,
+    code_node,
+    model_plan,
+    shared_memory,
+)
 
 PRELUDE = """
 import json
@@ -195,21 +202,19 @@ def test_outputs_larger_than_the_call_buffer_grow_it_and_stay_the_apps(lab: Brid
     )
     app = lab.app(
         runtime,
-        src(
+        APP_MEMFDS
+        + src(
             """
-            import os
             node = panoramasdk.node()
             small = node.call(np.array([2, 7], np.float32), "model_node")
             big = node.call(np.array([3000, 9], np.float32), "model_node")  # 12 MB: the buffer grows
             last = node.call(np.array([1, 5], np.float32), "model_node")
-            shm = os.environ["PANORAMA_EMULATOR_SHM"]
             result({
                 "small": [small[0].shape, float(small[0].min()), float(small[0].max()), small[1].tolist()],
                 "big": [big[0].shape, float(big[0].min()), float(big[0].max()), str(big[1].dtype)],
                 "last": [last[0].shape, float(last[0].max())],
                 "writable": bool(small[0].flags.writeable and small[0].flags.owndata),
-                "buffer": [os.path.getsize(os.path.join(shm, name)) >= 12000000
-                           for name in os.listdir(shm) if ".call." in name],
+                "buffer": [size >= 12000000 for size in memfds("model-io").values()],
             })
             """
         ),
@@ -226,6 +231,7 @@ def test_outputs_larger_than_the_call_buffer_grow_it_and_stay_the_apps(lab: Brid
 
 
 def test_the_call_buffer_goes_with_the_connection(lab: BridgeLab) -> None:
+    before = shared_memory().count("panorama-model-io")
     runtime = lab.runtime(
         app_plan(code_node(), models=[model_plan()]), models=FakeModels({"model_node": _double})
     )
@@ -244,13 +250,13 @@ def test_the_call_buffer_goes_with_the_connection(lab: BridgeLab) -> None:
     )
     assert app.stdout is not None and app.stdin is not None
     assert app.stdout.readline() == b"called\n"
-    assert sorted(name for name in os.listdir(runtime.shm_dir) if ".call." in name) == ["code_node.call.1"]
+    assert shared_memory().count("panorama-model-io") == before + 1
     app.kill()
     lab.finish(app)
-    deadline = time.monotonic() + 120  # generous: the connection's thread removes it once the app is gone
-    while any(".call." in name for name in os.listdir(runtime.shm_dir)) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 120  # generous: the connection's thread closes it once the app is gone
+    while shared_memory().count("panorama-model-io") > before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert [name for name in os.listdir(runtime.shm_dir) if ".call." in name] == []
+    assert shared_memory().count("panorama-model-io") == before
 
 
 def test_without_a_call_buffer_arrays_go_through_the_socket(
@@ -261,14 +267,13 @@ def test_without_a_call_buffer_arrays_go_through_the_socket(
     runtime = lab.runtime(app_plan(code_node(), models=[model_plan()]), models=models)
     app = lab.app(
         runtime,
-        src(
+        APP_MEMFDS
+        + src(
             """
-            import os
             node = panoramasdk.node()
             first = node.call(np.arange(100, dtype=np.float32), "model_node")
             second = node.call(np.arange(3, dtype=np.float32), "model_node")
-            shm = os.environ["PANORAMA_EMULATOR_SHM"]
-            result([first[1].tolist(), second[0].tolist(), [f for f in os.listdir(shm) if ".call." in f]])
+            result([first[1].tolist(), second[0].tolist(), list(memfds("model-io").values())])
             """
         ),
     )

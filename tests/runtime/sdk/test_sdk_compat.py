@@ -6,16 +6,18 @@ import ast
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from runtime.bridge import SDK_DIR
-from runtime.bridge.testing import BridgeLab, FakeModels, app_plan, code_node, model_plan
+from runtime.bridge.testing import APP_MEMFDS, BridgeLab, FakeModels, app_plan, code_node, model_plan
 
 SDK_FILES = sorted((SDK_DIR / "panoramasdk").glob("*.py"))
 ALLOWED_IMPORTS = {
     "_thread",
+    "array",
     "collections",
     "contextlib",
     "json",
@@ -81,7 +83,7 @@ def test_sdk_module_imports_only_the_standard_library_and_numpy(path: Path) -> N
 
 
 def test_protocol_module_is_importable_alone_without_the_project() -> None:
-    code = "import _protocol; print(_protocol.PROTOCOL_VERSION, _protocol.SANDBOX_SHM_DIR)"
+    code = "import _protocol; print(_protocol.PROTOCOL_VERSION, _protocol.SANDBOX_RUN_DIR)"
     done = subprocess.run(
         [
             sys.executable,
@@ -94,7 +96,7 @@ def test_protocol_module_is_importable_alone_without_the_project() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "/opt/panorama-emulator/shm"]
+    assert done.stdout.split() == ["2", "/opt/panorama-emulator/run"]
 
 
 def test_an_app_on_python_3_8_gets_and_puts_frames(lab: BridgeLab) -> None:
@@ -129,18 +131,22 @@ def test_an_app_on_python_3_8_calls_a_model_through_its_call_buffer(lab: BridgeL
     runtime = lab.runtime(app_plan(code_node(), models=[model_plan()]), models=models)
     app = lab.app(
         runtime,
-        """
-        import json, os, sys
-        import numpy as np
-        import panoramasdk
-        node = panoramasdk.node()
-        small = node.call(np.arange(3, dtype=np.float32), "model_node")
-        big = node.call({"data": np.ones((500, 1000))}, "model_node")  # 4 MB each way: the buffer grows
-        files = [name for name in os.listdir(os.environ["PANORAMA_EMULATOR_SHM"]) if ".call." in name]
-        print("RESULT " + json.dumps([sys.version_info[1], small[0].tolist(), float(big[0].sum()), files]))
-        """,
+        APP_MEMFDS
+        + textwrap.dedent(
+            """
+            import json, sys
+            import numpy as np
+            import panoramasdk
+            node = panoramasdk.node()
+            small = node.call(np.arange(3, dtype=np.float32), "model_node")
+            big = node.call({"data": np.ones((500, 1000))}, "model_node")  # 4 MB each way: the buffer grows
+            grown = [size >= 8000000 for size in memfds("model-io").values()]
+            total = float(big[0].sum())
+            print("RESULT " + json.dumps([sys.version_info[1], small[0].tolist(), total, grown]))
+            """
+        ),
         python=python,
     )
     done = lab.finish(app)
     assert done.returncode == 0, done.stderr
-    assert done.result == [8, [0.0, 2.0, 4.0], 1000000.0, ["code_node.call.1"]]
+    assert done.result == [8, [0.0, 2.0, 4.0], 1000000.0, [True]]
