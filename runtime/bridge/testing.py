@@ -36,6 +36,7 @@ __all__ = [
     "code_node",
     "launch_app",
     "model_plan",
+    "new_shared_memory",
     "numbered_frames",
     "shared_memory",
 ]
@@ -216,7 +217,7 @@ def memfds(kind):
 inside an app."""
 
 
-def shared_memory(pid: int | str = "self") -> list[str]:
+def shared_memory(pid: int | str = "self") -> dict[int, str]:
     """The bridge's memfds a process holds open (frame slots, call buffers, model channels).
 
     A mapping holds its memfd open too (Python's ``mmap`` keeps a copy of the fd), so a memfd listed here
@@ -226,7 +227,7 @@ def shared_memory(pid: int | str = "self") -> list[str]:
         pid: the process (default: this one).
 
     Returns:
-        Their names (``panorama-frame.<node>.<n>``, ``panorama-model-io``), sorted, one per memfd.
+        ``{inode: name}``; names are ``panorama-frame.<node>.<n>`` or ``panorama-model-io``.
     """
     found: dict[int, str] = {}
     for fd in Path("/proc", str(pid), "fd").iterdir():
@@ -234,7 +235,20 @@ def shared_memory(pid: int | str = "self") -> list[str]:
             name = os.readlink(fd)
             if name.startswith("/memfd:panorama-"):
                 found[os.stat(fd).st_ino] = name[len("/memfd:") :].removesuffix(" (deleted)")
-    return sorted(found.values())
+    return found
+
+
+def new_shared_memory(before: Mapping[int, str], pid: int | str = "self") -> list[str]:
+    """Names of the bridge's memfds a process holds now that it did not hold in ``before``.
+
+    Args:
+        before: what :func:`shared_memory` said earlier (other tests' memory may have gone since).
+        pid: the process (default: this one).
+
+    Returns:
+        The names, sorted.
+    """
+    return sorted(name for inode, name in shared_memory(pid).items() if inode not in before)
 
 
 def numbered_frames(count: int, size: tuple[int, int] = (320, 240), offset: int = 0) -> list[np.ndarray]:

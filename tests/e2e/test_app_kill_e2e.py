@@ -13,17 +13,14 @@ import pytest
 from _e2e_helpers import CODE_NODE, probe_appliance, reports, wait_for
 
 from runtime.bridge.frames import MAX_SLOTS
-from runtime.bridge.testing import shared_memory
+from runtime.bridge.testing import new_shared_memory, shared_memory
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 
-def frame_slots(others: list[str]) -> list[str]:
-    """This process's frame slot memfds that were not there before (``others``)."""
-    mine = shared_memory()
-    for name in others:
-        mine.remove(name)
-    return [name for name in mine if name.startswith("panorama-frame.")]
+def frame_slots(before: dict[int, str]) -> list[str]:
+    """This process's frame slot memfds that were not there ``before``."""
+    return [name for name in new_shared_memory(before) if name.startswith("panorama-frame.")]
 
 
 def node_status(status: dict[str, Any]) -> dict[str, Any]:
@@ -36,10 +33,10 @@ def test_a_killed_app_is_restarted_and_leaves_no_shared_memory(
 ) -> None:
     appliance = probe_appliance(sdk_probe_project, e2e_state_dir, "steady")
     known = len(reports(appliance.logs(CODE_NODE), "started"))
-    others = shared_memory()  # what other tests' devices hold
+    memory_before = shared_memory()  # what other tests' devices hold
     with appliance:
         assert appliance.wait_for_frames(30, timeout=180)
-        slots_before = frame_slots(others)
+        slots_before = frame_slots(memory_before)
         assert slots_before, "frames travel through shared-memory slots"
         before = node_status(appliance.status())
         pid = before["pid"]
@@ -57,7 +54,7 @@ def test_a_killed_app_is_restarted_and_leaves_no_shared_memory(
         assert appliance.wait_for_frames(frames_at_kill + 30, timeout=180)
         status = appliance.status()
         metrics: dict[str, Any] = appliance.metrics()
-        slots_after = frame_slots(others)
+        slots_after = frame_slots(memory_before)
     assert status["state"] == "on"
     assert after["restarts"] == 1 and len(after["exit_codes"]) == 1
     assert after["exit_codes"][0] != 0  # killed, not a clean exit
@@ -67,4 +64,4 @@ def test_a_killed_app_is_restarted_and_leaves_no_shared_memory(
     # The frame the killed instance held was given back: the camera needed no extra slot for the new one.
     assert len(slots_after) <= len(slots_before) < MAX_SLOTS
     # After shutdown the device's shared memory is gone.
-    assert shared_memory() == others
+    assert new_shared_memory(memory_before) == []

@@ -150,6 +150,7 @@ class Session(object):
             sock.close()
             raise ApplianceConnectionError("panoramasdk: {}".format(reply.get("message", reply)))
         self._local.sock = sock
+        self._local.owner = _ThreadConnection(self._socks, sock)
         self._socks.append(sock)
         return sock
 
@@ -163,16 +164,12 @@ class Session(object):
         self._closed = True
 
     def _drop_connection(self):
-        sock = getattr(self._local, "sock", None)
         self._local.sock = None
         buffer = getattr(self._local, "buffer", None)
         if buffer:
             buffer.close()
         self._local.buffer = None  # the appliance closes its side with the connection
-        if sock is not None:
-            with contextlib.suppress(ValueError):
-                self._socks.remove(sock)
-            sock.close()
+        self._local.owner = None  # closes the connection
 
     def _releases(self):
         released = []
@@ -415,6 +412,26 @@ class _CallBuffer(object):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self):
+        # A thread that ends drops its buffer without a word: its fd must not outlive it.
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class _ThreadConnection(object):
+    """Closes a thread's request connection when the thread ends (and its thread-local data goes), so that
+    the appliance frees what it kept for the connection."""
+
+    def __init__(self, socks, sock):
+        self.socks = socks
+        self.sock = sock
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.socks.remove(self.sock)
+        with contextlib.suppress(Exception):
+            self.sock.close()
 
 
 def _flush():

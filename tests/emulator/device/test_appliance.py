@@ -113,9 +113,7 @@ def test_storage_survives_boots_and_tmp_does_not(boot_counter_project: Path, sta
     assert second.status()["nodes"][node]["exit_codes"] == [0]  # type: ignore[index]
 
 
-def test_each_boot_starts_with_an_empty_run_dir(
-    project: MakeProject, state_dir: Path
-) -> None:
+def test_each_boot_starts_with_an_empty_run_dir(project: MakeProject, state_dir: Path) -> None:
     device = appliance(project("run-dir-app", NodeSpec("steady", "steady.py")), state_dir)
     with device:
         (device.store.run_dir / "left-over").write_text("x")

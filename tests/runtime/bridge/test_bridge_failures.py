@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from runtime.bridge.testing import BridgeLab, shared_memory
+from runtime.bridge.testing import BridgeLab, new_shared_memory, shared_memory
 
 RUNNING_APP = """
 import sys
@@ -68,7 +68,7 @@ def _node(runtime, key: str) -> object:  # type: ignore[no-untyped-def]
 
 def test_an_app_killed_mid_frame_leaves_the_appliance_serving_and_no_shared_memory(lab: BridgeLab) -> None:
     run_dir = lab.workdir / "run"
-    others = shared_memory()  # what other tests' devices hold
+    before = shared_memory()  # what other tests' devices hold
     runtime = lab.runtime(run_dir=run_dir)
     killed = lab.app(
         runtime,
@@ -101,9 +101,9 @@ def test_an_app_killed_mid_frame_leaves_the_appliance_serving_and_no_shared_memo
     assert done.returncode == 0, done.stderr
     assert done.result == [[False, 1], [False, 2], [False, 3]]
     assert _node(runtime, "sessions") == 2
-    assert len(shared_memory()) > len(others)  # the frame slots
+    assert new_shared_memory(before)  # the frame slots
     runtime.stop()
-    assert shared_memory() == others
+    assert new_shared_memory(before) == []
     assert os.listdir(run_dir) == []
     # The same run directory serves the next boot.
     again = lab.runtime(run_dir=run_dir)
@@ -112,7 +112,7 @@ def test_an_app_killed_mid_frame_leaves_the_appliance_serving_and_no_shared_memo
     third.kill()
     third.wait()
     again.stop()
-    assert shared_memory() == others
+    assert new_shared_memory(before) == []
 
 
 def test_an_app_notices_a_dead_appliance_and_exits(lab: BridgeLab, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from runtime.bridge.frames import Ring, SlotPool
-from runtime.bridge.testing import shared_memory
+from runtime.bridge.testing import new_shared_memory, shared_memory
 
 SHAPE = (4, 6, 3)
 
@@ -31,14 +31,14 @@ def _publish(ring: Ring, value: int) -> int:
 
 
 def test_slots_are_memfds_mapped_by_the_host_that_cannot_shrink(pool: SlotPool) -> None:
-    others = shared_memory()  # what other tests' devices hold
+    before = shared_memory()  # what other tests' devices hold
     ring = Ring("node", "video_in", "cam", pool)
     slot = ring.acquire(SHAPE)
     assert slot is not None
     slot.array[:] = 7
     size = 4 * 6 * 3
     assert os.pread(slot.fd, size + 1, 0) == bytes([7]) * size
-    assert shared_memory() == sorted([*others, f"panorama-frame.node.{slot.id}"])
+    assert new_shared_memory(before) == [f"panorama-frame.node.{slot.id}"]
     # What the app gets is the same file: it can neither shrink nor grow it, so the host never faults.
     app_fd = os.open(f"/proc/self/fd/{slot.fd}", os.O_RDWR)
     try:
@@ -52,7 +52,7 @@ def test_slots_are_memfds_mapped_by_the_host_that_cannot_shrink(pool: SlotPool) 
     pool.close()
     ring.clear()
     del slot  # the last view of its mapping
-    assert shared_memory() == others
+    assert new_shared_memory(before) == []
 
 
 def test_lockstep_ring_hands_out_each_frame_once_in_order(pool: SlotPool) -> None:
@@ -108,7 +108,7 @@ def test_a_full_ring_gives_no_slot(pool: SlotPool) -> None:
 
 
 def test_a_new_frame_size_replaces_free_slots_and_tells_the_app(pool: SlotPool) -> None:
-    others = shared_memory()
+    before = shared_memory()
     ring = Ring("node", "video_in", "cam", pool)
     _publish(ring, 1)
     old, _ = ring.take()
@@ -119,7 +119,7 @@ def test_a_new_frame_size_replaces_free_slots_and_tells_the_app(pool: SlotPool) 
     del old
     assert ring.drain_forget() == [old_id]
     assert pool.get(old_id) is None and pool.ids == [bigger.id]
-    assert shared_memory() == sorted([*others, f"panorama-frame.node.{bigger.id}"])
+    assert new_shared_memory(before) == [f"panorama-frame.node.{bigger.id}"]
     assert ring.drain_forget() == []
 
 

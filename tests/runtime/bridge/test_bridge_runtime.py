@@ -10,7 +10,14 @@ import pytest
 
 from emulator.errors import DeviceError
 from runtime.bridge import Runtime
-from runtime.bridge.testing import BridgeLab, app_plan, code_node, numbered_frames, shared_memory
+from runtime.bridge.testing import (
+    BridgeLab,
+    app_plan,
+    code_node,
+    new_shared_memory,
+    numbered_frames,
+    shared_memory,
+)
 from runtime.media.camera import ArraySource
 
 RECORD = """
@@ -145,7 +152,7 @@ def test_a_camera_that_fails_is_counted_and_the_runtime_stays_up(lab: BridgeLab)
 
 def test_the_runtime_is_a_context_manager(lab: BridgeLab) -> None:
     plan = app_plan()
-    others = shared_memory()
+    before = shared_memory()
     with Runtime(
         plan,
         lab.workdir / "ctx",
@@ -157,5 +164,5 @@ def test_the_runtime_is_a_context_manager(lab: BridgeLab) -> None:
         deadline = time.monotonic() + 30
         while not runtime.slot_ids and time.monotonic() < deadline:  # the camera fills its first slot
             time.sleep(0.01)
-        assert len(shared_memory()) > len(others)
-    assert shared_memory() == others
+        assert new_shared_memory(before)
+    assert new_shared_memory(before) == []

@@ -13,7 +13,14 @@ import pytest
 from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
-from runtime.bridge.testing import APP_MEMFDS, BridgeLab, app_plan, code_node, shared_memory
+from runtime.bridge.testing import (
+    APP_MEMFDS,
+    BridgeLab,
+    app_plan,
+    code_node,
+    new_shared_memory,
+    shared_memory,
+)
 from runtime.graph import AppPlan, ModelPlan
 from runtime.models import ModelHost
 
@@ -43,8 +50,8 @@ def conv_plan() -> AppPlan:
     return app_plan(code_node(media_inputs={}), models=models)
 
 
-def model_memfds() -> int:
-    return shared_memory().count("panorama-model-io")
+def new_model_memfds(before: dict[int, str]) -> int:
+    return new_shared_memory(before).count("panorama-model-io")
 
 
 def test_an_app_calls_models_through_its_channel_and_gets_what_the_host_computes(
@@ -52,7 +59,7 @@ def test_an_app_calls_models_through_its_channel_and_gets_what_the_host_computes
 ) -> None:
     onnx_host.call("conv_node", image(0))  # the host's own channel exists before the count
     before = onnx_host.metrics()["conv_node"]["calls"]
-    host_memfds = model_memfds()
+    host_memfds = shared_memory()
     with BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(conv_plan(), models=onnx_host)
         out = tmp_path / "out.npz"
@@ -94,9 +101,9 @@ print("RESULT " + json.dumps({{
         assert runtime.metrics()["nodes"]["code_node"]["model_calls"] == 5  # type: ignore[index]
         # The connection ended with the app: its call buffer is gone.
         deadline = time.monotonic() + WAIT
-        while model_memfds() != host_memfds and time.monotonic() < deadline:
+        while new_model_memfds(host_memfds) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert model_memfds() == host_memfds
+        assert new_model_memfds(host_memfds) == 0
 
 
 def test_wrong_inputs_through_the_channel_fail_that_call_with_the_host_message(
@@ -168,7 +175,7 @@ print("RESULT " + json.dumps({
 
 
 def test_a_lease_converts_inputs_grows_its_memfd_and_frees_it(onnx_host: ModelHost) -> None:
-    before = model_memfds()
+    before = shared_memory()
     lease = onnx_host.lease(16)
     try:
         assert os.fstat(lease.fd).st_size == lease.size == 16
@@ -191,7 +198,7 @@ def test_a_lease_converts_inputs_grows_its_memfd_and_frees_it(onnx_host: ModelHo
     finally:
         lease.close()
     del lease
-    assert model_memfds() == before
+    assert new_model_memfds(before) == 0
 
 
 def test_a_server_killed_during_a_leased_call_fails_that_call_and_the_lease_serves_the_next(
@@ -233,7 +240,7 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
 ) -> None:
     monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 1024)
     onnx_host.call("conv_node", image(0))
-    host_memfds = model_memfds()
+    host_memfds = shared_memory()
     with BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(conv_plan(), models=onnx_host)
         app = lab.app(
@@ -244,4 +251,4 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
         done = lab.finish(app)
         assert done.returncode == 0, done.stderr
         assert done.result == onnx_host.call("conv_node", image(0))[1].tolist()
-        assert model_memfds() == host_memfds
+        assert new_model_memfds(host_memfds) == 0

@@ -16,6 +16,7 @@ from runtime.bridge.testing import (
     app_plan,
     code_node,
     model_plan,
+    new_shared_memory,
     shared_memory,
 )
 
@@ -231,7 +232,7 @@ def test_outputs_larger_than_the_call_buffer_grow_it_and_stay_the_apps(lab: Brid
 
 
 def test_the_call_buffer_goes_with_the_connection(lab: BridgeLab) -> None:
-    before = shared_memory().count("panorama-model-io")
+    before = shared_memory()
     runtime = lab.runtime(
         app_plan(code_node(), models=[model_plan()]), models=FakeModels({"model_node": _double})
     )
@@ -250,13 +251,55 @@ def test_the_call_buffer_goes_with_the_connection(lab: BridgeLab) -> None:
     )
     assert app.stdout is not None and app.stdin is not None
     assert app.stdout.readline() == b"called\n"
-    assert shared_memory().count("panorama-model-io") == before + 1
+    assert new_shared_memory(before).count("panorama-model-io") == 1
     app.kill()
     lab.finish(app)
     deadline = time.monotonic() + 120  # generous: the connection's thread closes it once the app is gone
-    while shared_memory().count("panorama-model-io") > before and time.monotonic() < deadline:
+    while "panorama-model-io" in new_shared_memory(before) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert shared_memory().count("panorama-model-io") == before
+    assert "panorama-model-io" not in new_shared_memory(before)
+
+
+def test_a_thread_that_ends_takes_its_connection_and_call_buffer_with_it(lab: BridgeLab) -> None:
+    before = shared_memory()
+    runtime = lab.runtime(
+        app_plan(code_node(), models=[model_plan()]), models=FakeModels({"model_node": _double})
+    )
+    app = lab.app(
+        runtime,
+        APP_MEMFDS
+        + src(
+            """
+            import gc, sys, threading
+            node = panoramasdk.node()
+            seen = []
+            def work():
+                node.call(np.ones(4, np.float32), "model_node")
+                seen.append(len(memfds("model-io")))
+            for _ in range(3):
+                thread = threading.Thread(target=work)
+                thread.start()
+                thread.join()
+            gc.collect()
+            print("threads done", flush=True)
+            sys.stdin.readline()
+            result([seen, len(memfds("model-io"))])
+            """
+        ),
+        stdin=True,
+    )
+    assert app.stdout is not None and app.stdin is not None
+    assert app.stdout.readline() == b"threads done\n"
+    # The appliance saw each thread's connection end and closed its call buffer, the app still running.
+    deadline = time.monotonic() + 120
+    while "panorama-model-io" in new_shared_memory(before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "panorama-model-io" not in new_shared_memory(before)
+    app.stdin.write(b"go\n")
+    app.stdin.flush()
+    done = lab.finish(app)
+    assert done.returncode == 0, done.stderr
+    assert done.result == [[1, 1, 1], 0]
 
 
 def test_without_a_call_buffer_arrays_go_through_the_socket(
