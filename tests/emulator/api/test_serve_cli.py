@@ -107,18 +107,19 @@ def test_logs_follow_prints_new_lines(served: tuple[str, int]) -> None:
     url, _ = served
     host, port = url.removeprefix("http://").rsplit(":", 1)
     follower = subprocess.Popen(
-        [*CLI, "logs", "--follow", "-n", "0", "--host", host, "--port", port, "--token", "t0ken"],
+        [*CLI, "logs", "--follow", "-n", "1", "--host", host, "--port", port, "--token", "t0ken"],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert (
-            cli("reboot", env={"PANORAMA_EMULATOR_URL": url, "PANORAMA_EMULATOR_TOKEN": "t0ken"}).returncode
-            == 0
-        )
         assert follower.stdout is not None
+        # The last line already written: the follower is subscribed, what comes next is new.
+        assert follower.stdout.readline().strip()
+        env = {"PANORAMA_EMULATOR_URL": url, "PANORAMA_EMULATOR_TOKEN": "t0ken"}
+        assert cli("reboot", env=env).returncode == 0
         seen = [follower.stdout.readline() for _ in range(2)]
-        assert any(line.startswith(("boot-counter: stopping", "boot-counter: {")) for line in seen), seen
+        assert seen[0].startswith("boot-counter: stopping"), seen
+        assert seen[1].startswith("boot-counter: {"), seen  # the next boot's report
     finally:
         follower.terminate()
         follower.wait(timeout=30)
