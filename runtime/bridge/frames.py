@@ -2,8 +2,8 @@
 
 A slot is one memfd holding one H x W x 3 frame, mapped once by the appliance and once by the app (which
 gets the memfd with the first frame in it and cannot resize it): a frame crosses the bridge as its slot
-number. Each (code node, input port, camera) has a
-:class:`Ring` of slots. A slot is in exactly one of these states:
+number. Each (code node, input port, camera) has a :class:`Ring` of slots. A slot is in exactly one of
+these states:
 
 - being written by its camera;
 - *pending*: a frame the camera made that the app has not been handed yet (a ring queues at most
@@ -255,5 +255,5 @@ class Ring:
 
     def drain_forget(self) -> list[int]:
         """Numbers of removed slots the app should unmap (each reported once)."""
-        names, self.forget = self.forget, []
-        return names
+        ids, self.forget = self.forget, []
+        return ids
