@@ -19,8 +19,10 @@ malloc settings that keep a framework's per-call buffers (SERVER_ENV); unless --
 this process re-executes itself with the same settings, so that the comparison measures what serving a
 model costs, not the allocator. Medians and minimums are reported (on a machine shared with other work the
 minimums show the intrinsic cost best). The ratios are median(way) / median(in-process); the target is below
-1.10. Last, the round trip of a model that does nothing (Identity, same input and output size) gives the
-fixed cost of a call both ways.
+1.10. The paired ratios (ModelHost.call, then self.call) are the median over rounds of each round's ratio of
+medians: each round's three ways run within a second of one another, so a machine whose speed drifts
+(a virtual machine's neighbours) moves them alike. Last, the round trip of a model that does nothing
+(Identity, same input and output size) gives the fixed cost of a call both ways.
 """
 
 from __future__ import annotations
@@ -323,6 +325,7 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
     inproc: list[float] = []
     hosted: list[float] = []
     through_app: list[float] = []
+    paired: dict[str, list[float]] = {"host": [], "app": []}
     with served("bench_node", folder, descriptor, x, [name]) as (host, app):
         assert host.backends["bench_node"] == name
         for _ in range(10):
@@ -337,6 +340,9 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
                 host.call("bench_node", {"data": x})
                 hosted.append(time.perf_counter() - start)
             through_app += app.run(calls)
+            base = statistics.median(inproc[-calls:])
+            paired["host"].append(statistics.median(hosted[-calls:]) / base)
+            paired["app"].append(statistics.median(through_app[-calls:]) / base)
         expected = local.run({"data": x})
         for got in (host.call("bench_node", x), app.outputs(folder / "outputs.npz")):
             assert len(got) == len(expected)
@@ -348,6 +354,8 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
         result[f"{way}_ms"], result[f"{way}_min_ms"] = _ms(times)
     result["host_ratio"] = result["host_ms"] / result["inproc_ms"]
     result["app_ratio"] = result["app_ms"] / result["inproc_ms"]
+    result["host_paired"] = statistics.median(paired["host"])
+    result["app_paired"] = statistics.median(paired["app"])
     return result
 
 
@@ -388,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     names = args.backend or [name for name in BACKENDS if backend_class(name).available()]
     print(f"input {SHAPE} float32; {args.rounds} rounds x {args.calls} calls each way; ms: median (min)")
-    print(f"{'backend':<13}{'in-process':>17}{'ModelHost.call':>18}{'ratio':>7}{'self.call':>18}{'ratio':>7}")
+    print(
+        f"{'backend':<13}{'in-process':>17}{'ModelHost.call':>18}{'ratio':>7}{'self.call':>18}{'ratio':>7}"
+        f"{'paired ratios':>15}"
+    )
     worst = 0.0
     for name in names:
         with tempfile.TemporaryDirectory() as folder:
@@ -396,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, r["app_ratio"])
         cells = [f"{r[f'{way}_ms']:.3f} ({r[f'{way}_min_ms']:.3f})" for way in ("inproc", "host", "app")]
         print(
-            f"{name:<13}{cells[0]:>17}{cells[1]:>18}{r['host_ratio']:>7.3f}{cells[2]:>18}{r['app_ratio']:>7.3f}",
+            f"{name:<13}{cells[0]:>17}{cells[1]:>18}{r['host_ratio']:>7.3f}{cells[2]:>18}{r['app_ratio']:>7.3f}"
+            f"{r['host_paired']:>8.3f}{r['app_paired']:>7.3f}",
             flush=True,
         )
     print(f"worst self.call ratio: {worst:.3f} (target < 1.10)")

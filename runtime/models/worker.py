@@ -1,13 +1,10 @@
 """The model server: a separate process that loads every model node once and serves calls to them.
 
 Started by :class:`runtime.models.host.ModelHost` as ``python -m runtime.models.worker FD`` where FD is its
-end of the control socket (see :mod:`runtime.models.protocol`). Each channel has a thread that receives its
-calls. A call runs on the process's main thread when that thread is free, else right away on the channel's
-thread, so calls from several app nodes are served concurrently. Frameworks run measurably slower on a
-thread other than the one they were loaded and warmed up on (OpenMP thread teams and malloc arenas are per
-thread), so the common case, one call at a time, takes the main thread. A backend that is not thread-safe
-is called under a lock. The process exits when the control socket closes: when the appliance closes the
-host, or dies.
+end of the control socket (see :mod:`runtime.models.protocol`). Calls run on the process's main thread when
+it is free, else on a pool thread, so calls from several app nodes are served concurrently (see
+:mod:`runtime.models.dispatch`). A backend that is not thread-safe is called under a lock. The process exits
+when the control socket closes: when the appliance closes the host, or dies.
 """
 
 from __future__ import annotations
@@ -15,22 +12,22 @@ from __future__ import annotations
 import faulthandler
 import functools
 import os
-import queue
+import pickle
 import signal
 import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import TypeVar
 
 import numpy as np
 
 from runtime.models.base import Backend, ModelSpec, backend_class, one_line
+from runtime.models.dispatch import Dispatcher
 from runtime.models.protocol import SharedBuffer, layout, receive, send
 
-__all__ = ["Executor", "LoadedModel", "load_model", "main", "serve_channel"]
+__all__ = ["LoadedModel", "answer", "load_model", "main"]
 
 
 class LoadedModel:
@@ -44,60 +41,6 @@ class LoadedModel:
         self.backend = backend
         self.dtypes = backend.input_dtypes
         self.lock: AbstractContextManager[object] = nullcontext() if backend.thread_safe else threading.Lock()
-
-
-_T = TypeVar("_T")
-
-
-class _Job:
-    def __init__(self, function: Callable[[], object]) -> None:
-        self.function = function
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-
-class Executor:
-    """Runs jobs on the thread that calls :meth:`loop` (the main thread) when it is free, else on the caller's
-    thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._busy = False
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-
-    def submit(self, function: Callable[[], _T]) -> _T:
-        """Run a function and return its result (or raise its exception).
-
-        Args:
-            function: what to run.
-
-        Returns:
-            What the function returned.
-        """
-        with self._lock:
-            overflow = self._busy
-            self._busy = True
-        if overflow:
-            return function()
-        job = _Job(function)
-        self._jobs.put(job)
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        return job.result  # type: ignore[return-value]
-
-    def loop(self) -> None:
-        """Run submitted jobs forever."""
-        while True:
-            job = self._jobs.get()
-            try:
-                job.result = job.function()
-            except BaseException as error:
-                job.error = error
-            with self._lock:
-                self._busy = False
-            job.done.set()
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
@@ -155,35 +98,24 @@ def _run(
     return ("ok", buffer.size, placed)
 
 
-def serve_channel(
-    sock: socket.socket, buffer: SharedBuffer, models: dict[str, LoadedModel], executor: Executor
-) -> None:
-    """Answer calls on one channel until the appliance closes it.
+def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer) -> bytes:
+    """Answer one call on a channel (a model that raises is an ``error`` answer, never an exception).
 
     Args:
-        sock: the channel socket.
-        buffer: the channel's shared memory.
         models: the loaded models by node name.
-        executor: where the calls run.
+        request: the pickled ``("call", node, size, inputs)`` message.
+        buffer: the channel's shared memory.
+
+    Returns:
+        The pickled answer.
     """
-    with sock:
-        while True:
-            received = receive(sock)
-            if received is None:
-                buffer.close()
-                return
-            _, node, size, inputs = received[0]
-            reply: tuple[object, ...]
-            try:
-                model = models[node]
-                reply = executor.submit(functools.partial(_run, model, buffer, size, inputs))
-            except BaseException as error:
-                reply = ("error", one_line(error))
-            try:
-                send(sock, reply)
-            except OSError:
-                buffer.close()
-                return
+    reply: tuple[object, ...]
+    try:
+        _, node, size, inputs = pickle.loads(request)
+        reply = _run(models[node], buffer, size, inputs)
+    except BaseException as error:
+        reply = ("error", one_line(error))
+    return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,21 +151,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for node, model in models.items()
     }
     send(control, ("ready", ready))
-    executor = Executor()
-    threading.Thread(target=_accept, args=(control, models, executor), name="control", daemon=True).start()
-    executor.loop()
+    dispatcher = Dispatcher(functools.partial(answer, models))
+    threading.Thread(target=_accept, args=(control, dispatcher), name="control", daemon=True).start()
+    dispatcher.loop()
     return 0
 
 
-def _accept(control: socket.socket, models: dict[str, LoadedModel], executor: Executor) -> None:
+def _accept(control: socket.socket, dispatcher: Dispatcher) -> None:
     while True:
         received = receive(control, maxfds=2)
         if received is None:
             break
         _, fds = received
-        channel = socket.socket(fileno=fds[0])
-        buffer = SharedBuffer(fds[1], int(received[0][1]))
-        threading.Thread(target=serve_channel, args=(channel, buffer, models, executor), daemon=True).start()
+        dispatcher.add(socket.socket(fileno=fds[0]), SharedBuffer(fds[1], int(received[0][1])))
     sys.stdout.flush()
     sys.stderr.flush()
     # The appliance is gone or closed the host. Frameworks' thread pools can make interpreter shutdown slow
