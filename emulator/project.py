@@ -219,6 +219,25 @@ class Project:
             )
         return versions[version]
 
+    def add_raw_model_hint(self, asset: str, package_dir: Path) -> str:
+        """How to put a missing model asset back: the ``add-raw-model`` command line for its package.
+
+        Args:
+            asset: the model asset's name in package.json.
+            package_dir: the model package's folder.
+
+        Returns:
+            ``add it with: panorama-emulator add-raw-model ...``, the package folder relative to the project.
+        """
+        try:
+            shown = package_dir.relative_to(self.root)
+        except ValueError:
+            shown = package_dir
+        return (
+            f"add it with: panorama-emulator add-raw-model --model-asset-name {asset} "
+            f"--model-local-path MODEL.tar.gz --descriptor-path DESCRIPTOR.json --packages-path {shown}"
+        )
+
     def resolve_package_path(self, path: str | Path) -> Path:
         """Check a ``--package-path``: an existing folder directly inside ``packages/``.
 

@@ -168,9 +168,10 @@ class Resolver:
                 self.project.asset_path(uri)
             except ProjectError:
                 if kind == "model":
+                    hint = self.project.add_raw_model_hint(asset.name, package_file.parent)
                     raise ProjectError(
                         f"the model asset {asset.name} is missing: {uri} is not in "
-                        f"{self.project.assets_dir}; {self._add_raw_model_hint(asset.name, package_file)}",
+                        f"{self.project.assets_dir}; {hint}",
                         node=node.name,
                         asset=uri,
                     ) from None
@@ -199,16 +200,4 @@ class Resolver:
             )
         return Resolved(
             node, origin, kind, interface, ref, asset.name, uris["asset"], uris["descriptor"], descriptor
-        )
-
-    def _add_raw_model_hint(self, asset: str, package_file: Path) -> str:
-        """How to put a model asset back: the ``add-raw-model`` command line for its package."""
-        folder = package_file.parent
-        try:
-            shown = folder.relative_to(self.project.root)
-        except ValueError:
-            shown = folder
-        return (
-            f"add it with: panorama-emulator add-raw-model --model-asset-name {asset} "
-            f"--model-local-path MODEL.tar.gz --descriptor-path DESCRIPTOR.json --packages-path {shown}"
         )

@@ -33,9 +33,9 @@ from emulator.device.sandbox import (
 )
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Backoff, Service, Supervisor, read_rotated
-from emulator.errors import AssetError, DeviceError, EmulatorError
+from emulator.errors import AssetError, DeviceError, EmulatorError, ProjectError
 from emulator.project import Project
-from runtime.graph import AppPlan, CodeNodePlan, plan_application
+from runtime.graph import AppPlan, CodeNodePlan, ModelPlan, plan_application
 
 if TYPE_CHECKING:
     from emulator.device.runtime_link import BootRuntime
@@ -267,7 +267,7 @@ class Appliance:
         for model in self.plan.models:
             try:
                 self.store.install_asset(
-                    self.project.asset_path(model.asset_uri), self.project.asset_path(model.descriptor_uri)
+                    self._model_file(model, model.asset_uri), self._model_file(model, model.descriptor_uri)
                 )
                 # A model asset is files only: no mount points for a sandbox.
                 model_dir = self.store.rootfs(model.asset_uri, progress=not self.quiet, mount_points=())
@@ -276,6 +276,23 @@ class Appliance:
                 error.node = error.node or model.name
                 raise
         self._rootfs = unpacked
+
+    def _model_file(self, model: ModelPlan, uri: str) -> Path:
+        """A model asset's file in the project; if it went since the graph was read, how to put it back."""
+        try:
+            return self.project.asset_path(uri)
+        except ProjectError:
+            try:
+                hint = "; " + self.project.add_raw_model_hint(
+                    model.asset, self.project.package_dir(model.package)
+                )
+            except ProjectError:
+                hint = ""
+            raise ProjectError(
+                f"the model asset {model.asset} is missing: {uri} is not in {self.project.assets_dir}{hint}",
+                node=model.name,
+                asset=uri,
+            ) from None
 
     # --- power -------------------------------------------------------------------------------------------
 

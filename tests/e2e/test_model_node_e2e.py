@@ -327,3 +327,24 @@ def test_add_raw_model_through_the_cli_then_run(
     assert summary["nodes"]["code_node"]["model_calls"] >= 20
     image = cv2.imread(summary["paths"]["last_hdmi_frame"], cv2.IMREAD_COLOR)
     assert image is not None and int((image == (0, 255, 0)).all(axis=2).sum()) > 100  # the people's boxes
+
+
+def test_a_model_asset_gone_before_the_first_boot_is_named_with_how_to_add_it(
+    people_detector_project: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    project = with_model(
+        copy_project(people_detector_project, tmp_path / "people-detector"), models_dir, "onnx"
+    )
+    state = tmp_path / "state"
+    appliance = Appliance(project, device="gone", state_dir=state, quiet=True)
+    (model,) = appliance.plan.models
+    (project / "assets" / model.asset_uri).unlink()
+    with pytest.raises(ProjectError) as caught:
+        appliance.boot()
+    assert caught.value.node == MODEL_ASSET and caught.value.asset == model.asset_uri
+    message = str(caught.value)
+    assert f"the model asset {MODEL_ASSET} is missing: {model.asset_uri} is not in" in message
+    assert f"add-raw-model --model-asset-name {MODEL_ASSET} " in message
+    assert f"--packages-path packages/{MODEL_PACKAGE}" in message
+    assert "\n" not in message
+    assert not appliance.running
