@@ -6,8 +6,9 @@ waits for requests itself (epoll over every channel socket), so a call costs the
 and no hand-off between threads: on a machine with few CPUs each hand-off adds tens of microseconds.
 
 While the main thread runs a call, a watcher thread serves the other channels: it waits on the main thread's
-epoll, armed only for the length of a call, and runs any request that arrives meanwhile on a thread of its
-own. It never wakes while the main thread is free. Calls from several app nodes are thus served
+epoll, armed only for the length of a call, and runs any request that arrives meanwhile on an overflow thread,
+which ends when no call has come for it for :data:`OVERFLOW_IDLE` seconds. It never wakes while the main
+thread is free. Calls from several app nodes are thus served
 concurrently, and a long call never holds up calls to other models.
 
 A channel carries one call at a time. Whoever receives a request (the main thread, or the watcher for an
@@ -19,6 +20,7 @@ request before the first is answered is not read again until then.
 from __future__ import annotations
 
 import contextlib
+import queue
 import select
 import socket
 import threading
@@ -26,13 +28,16 @@ from collections.abc import Callable, Iterable
 
 from runtime.models.protocol import MAX_MESSAGE, SharedBuffer
 
-__all__ = ["Dispatcher", "Handler"]
+__all__ = ["OVERFLOW_IDLE", "Dispatcher", "Handler"]
 
 Handler = Callable[[bytes, SharedBuffer], bytes]
 """Answers one request on a channel: ``(request bytes, the channel's shared memory) -> reply bytes``."""
 
 _READ = select.EPOLLIN | select.EPOLLRDHUP
 _WATCH = select.EPOLLIN | select.EPOLLONESHOT
+
+OVERFLOW_IDLE = 0.5
+"""Seconds an overflow thread waits for another call before it ends."""
 
 
 class _Channel:
@@ -63,6 +68,9 @@ class Dispatcher:
         self._watch.register(self._main.fileno(), 0)
         self._busy = False
         self._busy_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[_Channel, bytes]] = queue.SimpleQueue()
+        self._spare = 0
+        self._spare_lock = threading.Lock()
         threading.Thread(target=self._watcher, name="model-call-watcher", daemon=True).start()
 
     def add(self, sock: socket.socket, buffer: SharedBuffer) -> None:
@@ -129,10 +137,35 @@ class Dispatcher:
             return request
 
     def _overflow(self, channel: _Channel, request: bytes) -> None:
-        # A thread per call, gone when the call is: a thread that has run an OpenMP framework keeps its
-        # thread team while it lives, and with more OpenMP threads than CPUs libgomp cuts its spinning, which
-        # made every later torch call on the main thread 40 % slower.
-        threading.Thread(target=self._serve, args=(channel, request), name="model-call", daemon=True).start()
+        with self._spare_lock:
+            if self._spare > 0:
+                self._spare -= 1
+                self._jobs.put((channel, request))
+                return
+        threading.Thread(
+            target=self._overflow_thread, args=(channel, request), name="model-call", daemon=True
+        ).start()
+
+    def _overflow_thread(self, channel: _Channel, request: bytes) -> None:
+        # Such a thread lives while calls keep coming and ends after OVERFLOW_IDLE seconds without one: a
+        # thread that has run an OpenMP framework keeps its thread team while it lives, and with more OpenMP
+        # threads than CPUs libgomp cuts its spinning, which made every torch call on the main thread 40 %
+        # slower for as long as such a thread lived.
+        # _spare counts the threads waiting for a call less the calls queued for them, so that a call is
+        # queued only when a waiting thread is sure to take it.
+        while True:
+            self._serve(channel, request)
+            with self._spare_lock:
+                self._spare += 1
+            try:
+                channel, request = self._jobs.get(timeout=OVERFLOW_IDLE)
+            except queue.Empty:
+                with self._spare_lock:
+                    try:
+                        channel, request = self._jobs.get_nowait()
+                    except queue.Empty:
+                        self._spare -= 1
+                        return
 
     def _serve(self, channel: _Channel, request: bytes, *, main: bool = False) -> None:
         try:
