@@ -112,12 +112,12 @@ class Dispatcher:
         for fd in fds:
             channel = self._channels.get(fd)
             if channel is not None:
-                request = self._take(channel, rearm=True)
+                request = self._take(channel)
                 if request is not None:
                     taken.append((channel, request))
         return taken
 
-    def _take(self, channel: _Channel, *, rearm: bool) -> bytes | None:
+    def _take(self, channel: _Channel) -> bytes | None:
         """The channel's next request, marking it serving; None if it has none, is serving, or closed."""
         with channel.lock:
             if channel.serving or channel.closed:
@@ -125,8 +125,7 @@ class Dispatcher:
             try:
                 request = channel.sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                if rearm:
-                    self._arm(channel)
+                self._arm(channel)  # another thread took it: watch the channel again
                 return None
             except OSError:
                 request = b""
