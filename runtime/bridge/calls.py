@@ -13,7 +13,7 @@ the inputs and its outputs are copied in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -43,12 +43,68 @@ def call_buffer(models: ModelCaller) -> CallBuffer | LeasedCallBuffer:
     return CallBuffer(models)
 
 
-def _check_size(size: int) -> None:
-    if size > MAX_CALL_BUFFER:
-        raise ValueError(f"{size} bytes is over the {MAX_CALL_BUFFER}-byte limit")
+class _File(Protocol):
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def fd(self) -> int: ...
+
+    def ensure(self, size: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
-class CallBuffer:
+_F = TypeVar("_F", bound=_File)
+
+
+class _Held(Generic[_F]):
+    """The memfd of a call buffer, made on the first ``ensure`` and closed with the connection."""
+
+    def __init__(self) -> None:
+        self._file: _F | None = None
+
+    def _open(self, size: int) -> _F:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        """The memfd's size (0 before the first ``buffer`` request)."""
+        return self._file.size if self._file is not None else 0
+
+    @property
+    def fd(self) -> int:
+        """The memfd, to send to the app (it stays this buffer's)."""
+        assert self._file is not None
+        return self._file.fd
+
+    def ensure(self, size: int) -> None:
+        """Make the memfd hold at least ``size`` bytes.
+
+        Raises:
+            ValueError: ``size`` is over :data:`MAX_CALL_BUFFER`.
+            OSError: no memory for it.
+        """
+        if size > MAX_CALL_BUFFER:
+            raise ValueError(f"{size} bytes is over the {MAX_CALL_BUFFER}-byte limit")
+        if self._file is None:
+            self._file = self._open(size)
+        else:
+            self._file.ensure(size)
+
+    def _opened(self) -> _F:
+        if self._file is None:
+            raise P.ProtocolError("no call buffer: ask for one first")
+        return self._file
+
+    def close(self) -> None:
+        """Close the memfd (and, for a lease, its channel)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class CallBuffer(_Held[SharedBuffer]):
     """A memfd mapped here and by the app; calls go to ``models.call`` with views of the inputs.
 
     Args:
@@ -56,32 +112,11 @@ class CallBuffer:
     """
 
     def __init__(self, models: ModelCaller) -> None:
+        super().__init__()
         self.models = models
-        self._buffer: SharedBuffer | None = None
 
-    @property
-    def size(self) -> int:
-        """The memfd's size (0 before the first ``buffer`` request)."""
-        return self._buffer.size if self._buffer is not None else 0
-
-    @property
-    def fd(self) -> int:
-        """The memfd, to send to the app (it stays this buffer's)."""
-        assert self._buffer is not None
-        return self._buffer.fd
-
-    def ensure(self, size: int) -> None:
-        """Make the memfd hold at least ``size`` bytes (growing it to twice its size at least).
-
-        Raises:
-            ValueError: ``size`` is over :data:`MAX_CALL_BUFFER`.
-            OSError: no memory for it.
-        """
-        _check_size(size)
-        if self._buffer is None:
-            self._buffer = SharedBuffer(size=max(size, 1))
-        else:
-            self._buffer.ensure(min(MAX_CALL_BUFFER, size))
+    def _open(self, size: int) -> SharedBuffer:
+        return SharedBuffer(size=max(size, 1))
 
     def call(self, model: str, specs: Specs) -> Specs:
         """Run a model node on the inputs ``specs`` place in the memfd; write its outputs after them.
@@ -98,9 +133,8 @@ class CallBuffer:
             KeyError: the model caller does not serve ``model``.
             Exception: whatever the model caller raises, or OSError when the outputs do not fit.
         """
-        if self._buffer is None:
-            raise P.ProtocolError("no call buffer: ask for one first")
-        arrays = P.arrays_in_buffer(specs, self._buffer.array("|u1", (self._buffer.size,), 0))
+        buffer = self._opened()
+        arrays = P.arrays_in_buffer(specs, buffer.array("|u1", (buffer.size,), 0))
         try:
             inputs = {str(spec["name"]): array for spec, array in zip(specs, arrays, strict=True)}
         except KeyError as error:
@@ -115,19 +149,13 @@ class CallBuffer:
             self.ensure(P.place(outputs, start))
         except (OSError, ValueError) as error:
             raise OSError(f"no shared memory for the outputs: {error}") from None
-        whole = self._buffer.array("|u1", (self._buffer.size,), 0)
+        whole = buffer.array("|u1", (buffer.size,), 0)
         for view, array in zip(P.arrays_in_buffer(outputs, whole), results, strict=True):
             np.copyto(view, array, casting="no")
         return outputs
 
-    def close(self) -> None:
-        """Close the memfd (the mapping goes with its last view)."""
-        if self._buffer is not None:
-            self._buffer.close()
-            self._buffer = None
 
-
-class LeasedCallBuffer:
+class LeasedCallBuffer(_Held[ModelLease]):
     """A call buffer that is the shared memory of the connection's own channel to the model server.
 
     Args:
@@ -135,32 +163,11 @@ class LeasedCallBuffer:
     """
 
     def __init__(self, models: LendingModelCaller) -> None:
+        super().__init__()
         self.models = models
-        self._lease: ModelLease | None = None
 
-    @property
-    def size(self) -> int:
-        """The memfd's size (0 before the first ``buffer`` request)."""
-        return self._lease.size if self._lease is not None else 0
-
-    @property
-    def fd(self) -> int:
-        """The memfd, to send to the app (it stays the lease's)."""
-        assert self._lease is not None
-        return self._lease.fd
-
-    def ensure(self, size: int) -> None:
-        """Make the memfd hold at least ``size`` bytes.
-
-        Raises:
-            ValueError: ``size`` is over :data:`MAX_CALL_BUFFER`.
-            OSError: no memory for it.
-        """
-        _check_size(size)
-        if self._lease is None:
-            self._lease = self.models.lease(size)
-        else:
-            self._lease.ensure(size)
+    def _open(self, size: int) -> ModelLease:
+        return self.models.lease(size)
 
     def call(self, model: str, specs: Specs) -> Specs:
         """Have the model server run a model node on the inputs in the memfd and write its outputs there.
@@ -177,8 +184,7 @@ class LeasedCallBuffer:
             KeyError: the model host has no such model node.
             ModelError: as for ``ModelHost.call``, or an input lies outside the memfd.
         """
-        if self._lease is None:
-            raise P.ProtocolError("no call buffer: ask for one first")
+        lease = self._opened()
         inputs = []
         for spec in specs:
             dtype, shape, _ = P.parse_spec(spec)
@@ -186,11 +192,5 @@ class LeasedCallBuffer:
                 inputs.append((str(spec["name"]), dtype, shape, int(spec["offset"])))
             except (KeyError, TypeError, ValueError) as error:
                 raise P.ProtocolError(f"bad array spec: {error!r}") from None
-        placed = self._lease.call(model, inputs)
+        placed = lease.call(model, inputs)
         return [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in placed]
-
-    def close(self) -> None:
-        """Close the channel and the memfd."""
-        if self._lease is not None:
-            self._lease.close()
-            self._lease = None

@@ -19,7 +19,8 @@ Handler = Callable[[bytes, SharedBuffer], bytes]
 class Served:
     """A dispatcher looping on a thread of its own, and the callers' ends of its channels."""
 
-    def __init__(self, handle: Handler) -> None:
+    def __init__(self, handle: Handler, releases: dict[bytes, threading.Event]) -> None:
+        self.releases = releases
         self.dispatcher = Dispatcher(handle)
         self.loop_thread = threading.Thread(target=self.dispatcher.loop, name="serving", daemon=True)
         self.loop_thread.start()
@@ -51,9 +52,7 @@ def served(threads_seen: list[str]) -> Iterator[Served]:
             raise RuntimeError("the handler failed")
         return b"re:" + request
 
-    served = Served(handle)
-    served.releases = releases  # type: ignore[attr-defined]
-    yield served
+    yield Served(handle, releases)
 
 
 def test_calls_one_at_a_time_run_on_the_serving_thread(served: Served, threads_seen: list[str]) -> None:
@@ -76,7 +75,7 @@ def test_a_blocked_call_does_not_hold_up_another_channel_and_its_thread_ends(
         fast.send(b"fast %d" % index)
         assert fast.recv(100) == b"re:fast %d" % index
     assert threads_seen[0] == "serving" and threads_seen[1:] == ["model-call"] * 3
-    served.releases[b"wait:slow"].set()  # type: ignore[attr-defined]
+    served.releases[b"wait:slow"].set()
     assert slow.recv(100) == b"re:wait:slow"
     deadline = time.monotonic() + WAIT
     while any(t.name == "model-call" for t in threading.enumerate()) and time.monotonic() < deadline:
@@ -96,7 +95,7 @@ def test_a_second_request_on_a_busy_channel_waits_for_the_first_answer(
         time.sleep(0.001)
     time.sleep(0.05)  # time for a wrong dispatcher to start the second request
     assert len(threads_seen) == 1
-    served.releases[b"wait:first"].set()  # type: ignore[attr-defined]
+    served.releases[b"wait:first"].set()
     assert sock.recv(100) == b"re:wait:first"
     assert sock.recv(100) == b"re:second"
 
