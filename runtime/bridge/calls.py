@@ -7,17 +7,20 @@ after the inputs. See :mod:`runtime.sdk.panoramasdk._protocol`.
 
 With a model host that lends channels (:class:`runtime.models.ModelHost`), the memfd *is* the shared memory
 of the connection's own channel to the model server: the server reads the app's inputs and writes the
-outputs there, and the appliance only passes two short messages on. Any other model caller gets views of
-the inputs and its outputs are copied in.
+outputs there. The app is also lent that channel's socket and sends its calls to the model server itself,
+so a call does not pass through the appliance at all; calls it sends to the appliance instead are passed
+on as two short messages. Any other model caller gets views of the inputs and its outputs are copied in.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from runtime.bridge.contracts import LendingModelCaller, ModelCaller, ModelLease
+from runtime.bridge.contracts import CallTally, LendingModelCaller, ModelCaller, ModelLease
 from runtime.models.protocol import SharedBuffer
 from runtime.sdk.panoramasdk import _protocol as P
 
@@ -194,3 +197,31 @@ class LeasedCallBuffer(_Held[ModelLease]):
                 raise P.ProtocolError(f"bad array spec: {error!r}") from None
         placed = lease.call(model, inputs)
         return [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in placed]
+
+    def lend(self, nodes: Sequence[str]) -> socket.socket:
+        """A channel of the app's own to the model server, on this buffer's memfd.
+
+        Args:
+            nodes: the model nodes the app may call.
+
+        Returns:
+            The app's end (send it, then close it).
+
+        Raises:
+            ProtocolError: there is no memfd yet.
+            ModelError: no model server can serve the channel.
+        """
+        return self._opened().lend(nodes)
+
+    def lost(self, node: str) -> Exception:
+        """The error for the app's call to ``node`` whose channel ended (see ``ModelLease.lost``)."""
+        return self._opened().lost(node)
+
+    @property
+    def tally(self) -> CallTally:
+        """The counts of the calls made on the channels lent to the app.
+
+        Raises:
+            ProtocolError: there is no memfd yet.
+        """
+        return self._opened().tally

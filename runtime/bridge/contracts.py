@@ -6,6 +6,7 @@ The node plan (:mod:`runtime.graph`), the model host (:mod:`runtime.models`) and
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -14,6 +15,7 @@ import numpy as np
 from runtime.media.overlay import Output
 
 __all__ = [
+    "CallTally",
     "CodeNodeSpec",
     "FrameSink",
     "InterfaceSpec",
@@ -116,9 +118,26 @@ class ModelCaller(Protocol):
     def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]: ...
 
 
+class CallTally(Protocol):
+    """Counts of the calls an app made on the channels lent to it (``runtime.models.tally.Tally``)."""
+
+    def calls(self, row: int = ...) -> int: ...
+
+    def errors(self, row: int = ...) -> int: ...
+
+    def last_error(self) -> tuple[float, str] | None: ...
+
+
 class ModelLease(Protocol):
     """A channel to the model server whose shared memory is a memfd an app maps
-    (``runtime.models.ModelLease``)."""
+    (``runtime.models.ModelLease``); it also lends the app channels of its own to the model server."""
+
+    @property
+    def tally(self) -> CallTally: ...
+
+    def lend(self, nodes: Sequence[str]) -> socket.socket: ...
+
+    def lost(self, node: str) -> Exception: ...
 
     @property
     def size(self) -> int: ...

@@ -6,6 +6,8 @@ import collections
 import time
 from dataclasses import dataclass, field
 
+from runtime.bridge.contracts import CallTally
+
 __all__ = ["CameraStats", "LatencyMeter", "NodeStats", "RateMeter"]
 
 _RATE_WINDOW = 5.0
@@ -74,7 +76,12 @@ class LatencyMeter:
 
 @dataclass
 class NodeStats:
-    """Counters of one code node (guarded by the runtime's lock)."""
+    """Counters of one code node (guarded by the runtime's lock).
+
+    The model calls an app sends on the channels lent to it are counted by the model server in each
+    connection's tally: ``tallies`` holds those of the open connections, and a connection's counts join
+    the node's own when it ends (:meth:`fold`).
+    """
 
     frames_in: int = 0
     cached_in: int = 0
@@ -87,11 +94,39 @@ class NodeStats:
     model_errors: int = 0
     errors: int = 0
     last_error: str | None = None
+    last_error_at: float = 0.0
     rate: RateMeter = field(default_factory=RateMeter)
     latency: LatencyMeter = field(default_factory=LatencyMeter)
+    tallies: list[CallTally] = field(default_factory=list)
+
+    def note_error(self, message: str) -> None:
+        """Keep ``message`` as the node's last error."""
+        self.last_error = message
+        self.last_error_at = time.monotonic()
+
+    def fold(self, tally: CallTally) -> None:
+        """Add the counts of an ended connection's tally to the node's own, and stop watching it."""
+        self.tallies.remove(tally)
+        self.model_calls += tally.calls()
+        self.model_errors += tally.errors()
+        last = tally.last_error()
+        if last is not None and last[0] > self.last_error_at:
+            self.last_error_at, self.last_error = last
 
     def snapshot(self, dropped: int) -> dict[str, object]:
         """The node's figures as a JSON-able dict."""
+        calls, errors, last_error, at = (
+            self.model_calls,
+            self.model_errors,
+            self.last_error,
+            self.last_error_at,
+        )
+        for tally in self.tallies:
+            calls += tally.calls()
+            errors += tally.errors()
+            last = tally.last_error()
+            if last is not None and last[0] > at:
+                at, last_error = last
         return {
             "connected": self.connected,
             "pid": self.pid,
@@ -104,10 +139,10 @@ class NodeStats:
             "frames_out": self.frames_out,
             "values_out": self.values_out,
             "dropped": dropped,
-            "model_calls": self.model_calls,
-            "model_errors": self.model_errors,
+            "model_calls": calls,
+            "model_errors": errors,
             "errors": self.errors,
-            "last_error": self.last_error,
+            "last_error": last_error,
         }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from runtime.bridge.calls import CallBuffer, LeasedCallBuffer, call_buffer
-from runtime.bridge.contracts import CodeNodeSpec, ModelCaller
+from runtime.bridge.contracts import CallTally, CodeNodeSpec, ModelCaller
 from runtime.bridge.frames import Ring, Slot, SlotPool
 from runtime.bridge.metrics import NodeStats
 from runtime.media.overlay import Output
@@ -291,6 +291,7 @@ class NodeServer:
             return
         P.send_message(conn, {"op": P.OP_READY})
         buffer: CallBuffer | LeasedCallBuffer | None = None
+        lent: list[CallTally] = []  # the tally of the channels lent to the app, once one was
         mapped: set[int] = set()  # the slots whose memfd this connection was sent
         try:
             while True:
@@ -306,11 +307,16 @@ class NodeServer:
                 elif op == P.OP_CALL:
                     self._call(conn, message, tail, buffer)
                 elif op == P.OP_BUFFER:
-                    buffer = self._buffer(conn, message, buffer)
+                    buffer = self._buffer(conn, message, buffer, lent)
+                elif op == P.OP_LOST:
+                    self._lost(conn, message, buffer)
                 else:
                     self._error(conn, P.ERR_PROTOCOL, f"unknown request {op!r}")
         finally:
             if buffer is not None:
+                if lent:
+                    with self.cond:
+                        self.stats.fold(lent[0])
                 buffer.close()
 
     def _error(self, conn: socket.socket, kind: str, message: str) -> None:
@@ -319,7 +325,7 @@ class NodeServer:
     def _note_error(self, message: str) -> None:
         with self.cond:
             self.stats.errors += 1
-            self.stats.last_error = message
+            self.stats.note_error(message)
         _log.warning("node %s: %s", self.name, message)
 
     def _release(self, session: _Session, released: object) -> None:
@@ -482,7 +488,11 @@ class NodeServer:
         return outputs, holds
 
     def _buffer(
-        self, conn: socket.socket, message: dict[str, Any], buffer: CallBuffer | LeasedCallBuffer | None
+        self,
+        conn: socket.socket,
+        message: dict[str, Any],
+        buffer: CallBuffer | LeasedCallBuffer | None,
+        lent: list[CallTally],
     ) -> CallBuffer | LeasedCallBuffer | None:
         size = message.get("size")
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -498,8 +508,43 @@ class NodeServer:
         except (OSError, ValueError) as error:
             self._error(conn, P.ERR_VALUE, f"no call buffer of {size} bytes: {one_line(error)}")
             return buffer
-        P.send_message(conn, {"op": P.OP_BUFFER, "size": buffer.size}, fds=[buffer.fd])
+        channel = self._lend(buffer, lent) if message.get("channel") else None
+        if channel is None:
+            P.send_message(conn, {"op": P.OP_BUFFER, "size": buffer.size}, fds=[buffer.fd])
+            return buffer
+        with channel:
+            P.send_message(
+                conn,
+                {"op": P.OP_BUFFER, "size": buffer.size, "channel": 1},
+                [],
+                [buffer.fd, channel.fileno()],
+            )
         return buffer
+
+    def _lend(self, buffer: CallBuffer | LeasedCallBuffer, lent: list[CallTally]) -> socket.socket | None:
+        """A channel of the app's own to the model server, or None when calls must come here."""
+        if not isinstance(buffer, LeasedCallBuffer):
+            return None
+        try:
+            channel = buffer.lend(list(self.model_inputs))
+        except Exception as error:
+            # The app calls through the appliance instead, which reports the model server's trouble.
+            _log.warning("node %s: no model channel for the app: %s", self.name, one_line(error))
+            return None
+        if not lent:
+            lent.append(buffer.tally)
+            with self.cond:
+                self.stats.tallies.append(buffer.tally)
+        return channel
+
+    def _lost(
+        self, conn: socket.socket, message: dict[str, Any], buffer: CallBuffer | LeasedCallBuffer | None
+    ) -> None:
+        model = message.get("model")  # the model server counted the call when it began
+        if not isinstance(buffer, LeasedCallBuffer) or not isinstance(model, str):
+            self._call_failed(conn, P.ERR_PROTOCOL, "no model channel was lent to this connection")
+            return
+        self._call_failed(conn, P.ERR_MODEL, one_line(buffer.lost(model)))
 
     def _call(
         self,
@@ -549,5 +594,5 @@ class NodeServer:
     def _call_failed(self, conn: socket.socket, kind: str, message: str) -> None:
         with self.cond:
             self.stats.model_errors += 1
-            self.stats.last_error = message
+            self.stats.note_error(message)
         self._error(conn, kind, message)

@@ -41,9 +41,10 @@ OVERFLOW_IDLE = 0.5
 
 
 class _Channel:
-    def __init__(self, sock: socket.socket, buffer: SharedBuffer) -> None:
+    def __init__(self, sock: socket.socket, buffer: SharedBuffer, handle: Handler) -> None:
         self.sock = sock
         self.buffer = buffer
+        self.handle = handle
         self.fd = sock.fileno()
         self.lock = threading.Lock()
         self.serving = False
@@ -54,7 +55,7 @@ class Dispatcher:
     """Serves every channel of the model server (see the module docstring).
 
     Args:
-        handle: answers one request; it must not raise.
+        handle: answers one request on a channel added without a handler of its own; it must not raise.
     """
 
     def __init__(self, handle: Handler) -> None:
@@ -73,14 +74,15 @@ class Dispatcher:
         self._spare_lock = threading.Lock()
         threading.Thread(target=self._watcher, name="model-call-watcher", daemon=True).start()
 
-    def add(self, sock: socket.socket, buffer: SharedBuffer) -> None:
+    def add(self, sock: socket.socket, buffer: SharedBuffer, handle: Handler | None = None) -> None:
         """Serve a new channel (from any thread).
 
         Args:
             sock: the channel's socket, owned from now on.
             buffer: its shared memory, owned from now on.
+            handle: what answers this channel's requests (default: the dispatcher's).
         """
-        channel = _Channel(sock, buffer)
+        channel = _Channel(sock, buffer, handle or self._handle)
         with self._lock:
             self._channels[channel.fd] = channel
         self._main.register(channel.fd, _READ | select.EPOLLONESHOT)
@@ -168,7 +170,7 @@ class Dispatcher:
 
     def _serve(self, channel: _Channel, request: bytes, *, main: bool = False) -> None:
         try:
-            reply: bytes | None = self._handle(request, channel.buffer)
+            reply: bytes | None = channel.handle(request, channel.buffer)
         except Exception:
             reply = None  # a fault of the server's own: the caller sees the channel close
         if main:

@@ -11,7 +11,10 @@ before anything is sent; arrays travel through shared memory (see :mod:`runtime.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import subprocess
 import threading
 import time
 from collections import deque
@@ -25,8 +28,10 @@ import numpy as np
 
 from emulator.errors import ModelError
 from runtime.models.base import ModelSpec, select_backend
-from runtime.models.protocol import SharedBuffer, align
-from runtime.models.server import SERVER_ENV, CallFailed, Channel, Meta, Placed, Prepared, Server, ServerLost
+from runtime.models.checks import PlacedInput, check_inputs, check_placed
+from runtime.models.protocol import SharedBuffer
+from runtime.models.server import SERVER_ENV, CallFailed, Channel, Placed, Prepared, Server, ServerLost
+from runtime.models.tally import Tally
 
 if TYPE_CHECKING:
     from emulator.manifests import ModelDescriptor
@@ -36,10 +41,8 @@ __all__ = ["SERVER_ENV", "ModelHost", "ModelLease"]
 logger = logging.getLogger("runtime.models")
 
 _T = TypeVar("_T")
-
-PlacedInput = tuple[str, np.dtype[Any], Sequence[int], int]
-"""An input a caller wrote in a lease's file: ``(name, dtype, shape, offset)``."""
-Checked = list[tuple[str, np.dtype[Any]]]
+_EXIT_WAIT = 2.0
+"""Seconds to wait for a model server whose channel ended to exit."""
 
 
 @dataclass
@@ -76,6 +79,8 @@ class ModelHost:
         self._prefer = tuple(prefer)
         self._specs: dict[str, ModelSpec] = {}
         self._stats = {node: _Stats() for node in self._models}
+        # The calls apps make on their own channels, counted by the model server: one row per model node.
+        self._tally = Tally(len(self._models))
         self._stats_lock = threading.Lock()
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -109,7 +114,7 @@ class ModelHost:
     @property
     def in_flight(self) -> int:
         """How many calls are under way right now."""
-        return self._in_flight
+        return self._in_flight + sum(self._tally.running(row) for row in range(len(self._models)))
 
     def __enter__(self) -> ModelHost:
         self.start()
@@ -153,7 +158,7 @@ class ModelHost:
 
     def _spawn(self) -> Server:
         started = time.perf_counter()
-        server = Server(list(self._specs.values()))
+        server = Server(list(self._specs.values()), self._tally)
         for node, (dtypes, notes) in server.ready.items():
             self._dtypes[node] = {name: np.dtype(dtype) for name, dtype in dtypes.items()}
             for note in notes:
@@ -175,6 +180,7 @@ class ModelHost:
             if self._server is not None:
                 self._server.close()
                 self._server = None
+            self._tally.close()
 
     def call(self, node: str, inputs: Mapping[str, np.ndarray] | np.ndarray) -> tuple[np.ndarray, ...]:
         """Run one model node, as ``self.call`` does on the device.
@@ -256,7 +262,7 @@ class ModelHost:
         return self._counted(node, lambda: self._run_leased(lease, node, inputs))
 
     def _run_leased(self, lease: ModelLease, node: str, inputs: Sequence[PlacedInput]) -> Placed:
-        meta = self._check_placed(node, lease.buffer, inputs)
+        meta = check_placed(node, self._shapes[node], self._dtypes.get(node, {}), lease.buffer, inputs)
         server = self._running_server()
         try:
             return lease.channel(server).run(node, meta)
@@ -269,7 +275,31 @@ class ModelHost:
             lease.drop()
             raise
 
-    def _lost(self, server: Server, node: str) -> ModelError:
+    def _lend(self, lease: ModelLease, nodes: Sequence[str]) -> socket.socket:
+        server = self._running_server()
+        try:
+            sock = server.lend(lease.buffer, lease.tally, nodes)
+        except ServerLost:
+            raise self._lost(server, None) from None
+        lease.app_server = server
+        return sock
+
+    def _app_lost(self, lease: ModelLease, node: str) -> ModelError:
+        server, lease.app_server = lease.app_server, None
+        stats = self._stats.get(node)
+        if stats is not None:
+            with self._stats_lock:
+                stats.errors += 1  # the server counted the call when it began
+        if server is not None:
+            # The channel ended: the server is exiting, or it closed the channel (it stays up then, and the
+            # app's word alone must not stop it).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.proc.wait(timeout=_EXIT_WAIT)
+            if not server.alive():
+                return self._lost(server, node)
+        return ModelError("the model server closed the channel of the call", node=node)
+
+    def _lost(self, server: Server, node: str | None) -> ModelError:
         if self._closed:
             return ModelError("the model host was closed during the call", node=node)
         cause = server.cause()
@@ -295,59 +325,13 @@ class ModelHost:
                 node=node,
             )
         arrays = {name: np.asarray(array) for name, array in inputs.items()}
-        checked = self._check(node, {name: (array.dtype, array.shape) for name, array in arrays.items()})
+        checked = check_inputs(
+            node,
+            self._shapes[node],
+            self._dtypes.get(node, {}),
+            {name: (array.dtype, array.shape) for name, array in arrays.items()},
+        )
         return [(name, arrays[name], dtype) for name, dtype in checked]
-
-    def _check(self, node: str, given: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]]) -> Checked:
-        """Check input names, kinds and shapes against the descriptor.
-
-        Returns:
-            ``(name, dtype the model takes)`` in the descriptor's order.
-        """
-        declared = self._shapes[node]
-        names = list(declared)
-        for name in given:
-            if name not in declared:
-                raise ModelError(f"unknown input {name!r}: the descriptor declares inputs {names}", node=node)
-        dtypes = self._dtypes.get(node, {})
-        checked: Checked = []
-        for name, shape in declared.items():
-            if name not in given:
-                raise ModelError(f"missing input {name!r}: the descriptor declares inputs {names}", node=node)
-            dtype, actual = given[name]
-            if dtype.kind not in "biuf":
-                raise ModelError(f"input {name!r} is a {dtype} array; the model needs numbers", node=node)
-            if not _matches(tuple(actual), shape):
-                raise ModelError(
-                    f"input {name!r} has shape {tuple(actual)} but the descriptor declares {shape}", node=node
-                )
-            checked.append((name, dtypes.get(name, np.dtype(np.float32))))
-        return checked
-
-    def _check_placed(self, node: str, buffer: SharedBuffer, inputs: Sequence[PlacedInput]) -> Meta:
-        """Check inputs written in a lease's file; convert those not in the model's type (after them)."""
-        placed = {name: (dtype, tuple(shape), offset) for name, dtype, shape, offset in inputs}
-        checked = self._check(node, {name: (dtype, shape) for name, (dtype, shape, _) in placed.items()})
-        end = 0
-        for name, (dtype, shape, offset) in placed.items():
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if offset < 0 or offset + nbytes > buffer.size:
-                raise ModelError(f"input {name!r} lies outside the call buffer", node=node)
-            end = max(end, offset + nbytes)
-        meta: Meta = []
-        for name, wanted in checked:
-            dtype, shape, offset = placed[name]
-            if dtype != wanted or offset % wanted.alignment:
-                source = buffer.array(dtype, shape, offset)
-                offset = align(end)
-                end = offset + source.size * wanted.itemsize
-                try:
-                    buffer.ensure(end)
-                except OSError as error:
-                    raise ModelError(f"no shared memory for the inputs: {error}", node=node) from None
-                np.copyto(buffer.array(wanted, shape, offset), source, casting="unsafe")
-            meta.append((name, wanted.str, shape, offset))
-        return meta
 
     def _running_server(self) -> Server:
         server = self._server
@@ -366,6 +350,7 @@ class ModelHost:
                 server.close()
                 self._server = None
                 self._restarts += 1
+                self._tally.forget_running()
             self._server = self._spawn()
             return self._server
 
@@ -382,13 +367,20 @@ class ModelHost:
     def metrics(self) -> dict[str, dict[str, float | int]]:
         """Per model node: calls, errors and latency percentiles (of the last 4096 successful calls).
 
+        The calls apps make on their own channels are timed by the model server, from the request to the
+        answer; the others by the host, around the whole call.
+
         Returns:
             ``{node: {"calls": int, "errors": int, "p50_ms": float, "p99_ms": float}}``.
         """
         with self._stats_lock:
             snapshot = {node: (s.calls, s.errors, list(s.latencies_ms)) for node, s in self._stats.items()}
         result: dict[str, dict[str, float | int]] = {}
-        for node, (calls, errors, latencies) in snapshot.items():
+        tally = self._tally
+        for row, (node, (calls, errors, latencies)) in enumerate(snapshot.items()):
+            calls += tally.calls(row)
+            errors += tally.errors(row)
+            latencies += tally.latencies_ms(row)
             p50, p99 = np.percentile(latencies, [50, 99]).tolist() if latencies else [0.0, 0.0]
             result[node] = {
                 "calls": calls,
@@ -416,6 +408,9 @@ class ModelLease:
         self.buffer = buffer
         self._server: Server | None = None
         self._channel: Channel | None = None
+        self._tally: Tally | None = None
+        self.app_server: Server | None = None
+        """The server of the channel last lent to the app."""
 
     @property
     def size(self) -> int:
@@ -451,6 +446,43 @@ class ModelLease:
         """
         return self._host._call_leased(self, node, inputs)
 
+    @property
+    def tally(self) -> Tally:
+        """The counts of the calls made on the channels lent to the app (made on first use)."""
+        if self._tally is None:
+            self._tally = Tally(1, 0)
+        return self._tally
+
+    def lend(self, nodes: Sequence[str]) -> socket.socket:
+        """A channel straight to the model server for the app that maps the file.
+
+        The app sends its calls there itself (see :class:`runtime.models.serving.AppChannel`); the server
+        checks them as :meth:`call` does and counts them in :attr:`tally` and in the host's metrics. A new
+        channel replaces none: ask for one after a call finds the last one gone (:meth:`lost`).
+
+        Args:
+            nodes: the model nodes the app may call.
+
+        Returns:
+            The app's end of the channel (send it to the app, then close it).
+
+        Raises:
+            ModelError: the host is closed, or no model server can be started.
+            OSError: no memory for the tally.
+        """
+        return self._host._lend(self, nodes)
+
+    def lost(self, node: str) -> ModelError:
+        """Why the channel lent to the app ended during its call to ``node`` (counted as a failed call).
+
+        Args:
+            node: the model node the app was calling.
+
+        Returns:
+            The error to give the app: the model server stopped (being restarted), or closed the channel.
+        """
+        return self._host._app_lost(self, node)
+
     def channel(self, server: Server) -> Channel:
         """The channel to ``server``, opened on first use and after a restart.
 
@@ -471,13 +503,8 @@ class ModelLease:
             self._server = None
 
     def close(self) -> None:
-        """Close the channel and the memfd."""
+        """Close the channel, the memfd and the tally's file (its counts stay readable)."""
         self.drop()
         self.buffer.close()
-
-
-def _matches(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:
-    # A non-positive declared dimension accepts any size.
-    return len(actual) == len(declared) and all(
-        d <= 0 or a == d for a, d in zip(actual, declared, strict=True)
-    )
+        if self._tally is not None:
+            self._tally.close()

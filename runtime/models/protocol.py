@@ -6,8 +6,11 @@ socket: each channel owns a memfd that both processes map (and an app, for a cha
 caller writes the inputs into it, the server writes the outputs after them. Either side may grow the file;
 the message carries its current size and the other side maps it again.
 
-Control socket (appliance -> server): ``("load", [ModelSpec, ...])`` once, then ``("channel", size)`` with the
-fds of a new channel socket and its memfd. Server -> appliance: ``("loading", node)`` before each model,
+Control socket (appliance -> server): ``("load", [ModelSpec, ...])`` once, with the memfd of the model
+nodes' tally (:mod:`runtime.models.tally`); then ``("channel", size)`` with the fds of a new channel socket
+and its memfd, or ``("app", size, [model node, ...])`` with the fds of a channel lent to an app, its memfd
+and the tally of the app's connection (the channel then speaks the app's JSON, see
+:class:`runtime.models.serving.AppChannel`). Server -> appliance: ``("loading", node)`` before each model,
 then ``("ready", {node: ({input: dtype}, [note, ...])})`` or ``("failed", node, message)``.
 
 Channel (one call at a time): ``("call", node, size, [(input, dtype, shape, offset), ...])`` answered by

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import runtime
 from emulator.errors import ModelError
 from runtime.models.base import ModelSpec
 from runtime.models.protocol import SharedBuffer, layout, receive, send
+from runtime.models.tally import Tally
 
 __all__ = ["SERVER_ENV", "CallFailed", "Channel", "Meta", "Placed", "Prepared", "Server", "ServerLost"]
 
@@ -123,7 +125,7 @@ class Server:
         ModelError: the process cannot start, a model fails to load, or the process dies while loading.
     """
 
-    def __init__(self, specs: list[ModelSpec]) -> None:
+    def __init__(self, specs: list[ModelSpec], tally: Tally) -> None:
         control, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         package_root = Path(runtime.__file__).resolve().parent.parent
         env = dict(os.environ)
@@ -159,7 +161,7 @@ class Server:
         self._cause_lock = threading.Lock()
         self.closing = False
         try:
-            self.ready = self._load(specs)
+            self.ready = self._load(specs, tally)
         except BaseException:
             self.close()
             raise
@@ -178,11 +180,11 @@ class Server:
                 _server_log.debug("%s", line)
         self.proc.stdout.close()
 
-    def _load(self, specs: list[ModelSpec]) -> dict[str, tuple[dict[str, str], list[str]]]:
+    def _load(self, specs: list[ModelSpec], tally: Tally) -> dict[str, tuple[dict[str, str], list[str]]]:
         by_node = {spec.node: spec for spec in specs}
         loading: str | None = None
         try:
-            send(self._control, ("load", specs))
+            send(self._control, ("load", specs), fds=(tally.fd,))
             while (received := receive(self._control)) is not None:
                 message = received[0]
                 if message[0] == "loading":
@@ -259,6 +261,32 @@ class Server:
         try:
             with self._control_lock:
                 send(self._control, ("channel", buffer.size), fds=(far.fileno(), buffer.fd))
+        except OSError as error:
+            near.close()
+            raise ServerLost(str(error)) from None
+        finally:
+            far.close()
+        return near
+
+    def lend(self, buffer: SharedBuffer, tally: Tally, nodes: Sequence[str]) -> socket.socket:
+        """Open a channel for an app: it speaks the app's JSON and may call only ``nodes``.
+
+        Args:
+            buffer: the shared memory (the app maps it too); it stays the caller's.
+            tally: where the server counts the channel's calls; it stays the caller's.
+            nodes: the model nodes the app may call.
+
+        Returns:
+            The app's end of the channel's socket (to send to the app, then close).
+
+        Raises:
+            ServerLost: the server is gone.
+        """
+        near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self._control_lock:
+                message = ("app", buffer.size, list(nodes))
+                send(self._control, message, fds=(far.fileno(), buffer.fd, tally.fd))
         except OSError as error:
             near.close()
             raise ServerLost(str(error)) from None

@@ -12,110 +12,20 @@ from __future__ import annotations
 import faulthandler
 import functools
 import os
-import pickle
 import signal
 import socket
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from runtime.models.base import Backend, ModelSpec, backend_class, one_line
+from runtime.models.base import ModelSpec, one_line
 from runtime.models.dispatch import Dispatcher
-from runtime.models.protocol import SharedBuffer, layout, receive, send
+from runtime.models.protocol import SharedBuffer, receive, send
+from runtime.models.serving import AppChannel, LoadedModel, answer, load_model
+from runtime.models.tally import RING, Tally
 
-__all__ = ["LoadedModel", "answer", "load_model", "main"]
-
-
-class LoadedModel:
-    """A backend plus what the server needs to call it safely.
-
-    Args:
-        backend: the loaded backend.
-    """
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.dtypes = backend.input_dtypes
-        self.lock: AbstractContextManager[object] = nullcontext() if backend.thread_safe else threading.Lock()
-
-
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load one model node and run it once on zeros of its declared inputs.
-
-    Args:
-        spec: the model node.
-
-    Returns:
-        The loaded model.
-
-    Raises:
-        ModelError: the file cannot be loaded.
-        Exception: whatever the framework raises when the model cannot run on its declared inputs.
-    """
-    backend = backend_class(spec.backend)(spec)
-    dtypes = backend.input_dtypes
-    zeros = {
-        name: np.zeros(tuple(dim if dim > 0 else 1 for dim in shape), dtype=dtypes[name])
-        for name, shape in spec.inputs
-    }
-    backend.warm_up(zeros)
-    return LoadedModel(backend)
-
-
-_Placed = list[tuple[str, tuple[int, ...], int]]
-
-
-def _run(
-    model: LoadedModel,
-    buffer: SharedBuffer,
-    size: int,
-    inputs: Sequence[tuple[str, str, tuple[int, ...], int]],
-) -> tuple[str, int, _Placed]:
-    buffer.follow(size)
-    end = 0
-    arrays = {}
-    for name, dtype, shape, offset in inputs:
-        array = buffer.array(dtype, shape, offset)
-        arrays[name] = array
-        end = max(end, offset + array.nbytes)
-    with model.lock:
-        outputs = [np.asarray(output) for output in model.backend.run(arrays)]
-        del arrays
-        for output in outputs:
-            if output.dtype.kind not in "biuf":
-                raise TypeError(f"the model returned a {output.dtype} array, which is not numeric")
-        f32 = np.dtype(np.float32)
-        offsets, needed = layout([(f32, output.shape) for output in outputs], start=end)
-        buffer.ensure(needed)
-        placed: _Placed = []
-        for output, offset in zip(outputs, offsets, strict=True):
-            np.copyto(buffer.array(f32, output.shape, offset), output, casting="unsafe")
-            placed.append((f32.str, output.shape, offset))
-    return ("ok", buffer.size, placed)
-
-
-def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer) -> bytes:
-    """Answer one call on a channel (a model that raises is an ``error`` answer, never an exception).
-
-    Args:
-        models: the loaded models by node name.
-        request: the pickled ``("call", node, size, inputs)`` message.
-        buffer: the channel's shared memory.
-
-    Returns:
-        The pickled answer.
-    """
-    reply: tuple[object, ...]
-    try:
-        _, node, size, inputs = pickle.loads(request)
-        reply = _run(models[node], buffer, size, inputs)
-    except BaseException as error:
-        reply = ("error", one_line(error))
-    return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+__all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,10 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     faulthandler.enable()
     # Ctrl-C in a terminal reaches the whole process group: the appliance handles it and closes the host.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    received = receive(control)
+    received = receive(control, maxfds=1)
     if received is None:
         return 0
     specs: list[ModelSpec] = received[0][1]
+    nodes = Tally(len(specs), RING, fd=received[1][0])
     models: dict[str, LoadedModel] = {}
     for spec in specs:
         send(control, ("loading", spec.node))
@@ -152,18 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     send(control, ("ready", ready))
     dispatcher = Dispatcher(functools.partial(answer, models))
-    threading.Thread(target=_accept, args=(control, dispatcher), name="control", daemon=True).start()
+    by_node = {spec.node: spec for spec in specs}
+    lend = functools.partial(AppChannel, models, by_node, nodes)
+    threading.Thread(target=_accept, args=(control, dispatcher, lend), name="control", daemon=True).start()
     dispatcher.loop()
     return 0
 
 
-def _accept(control: socket.socket, dispatcher: Dispatcher) -> None:
+def _accept(control: socket.socket, dispatcher: Dispatcher, lend: Callable[..., AppChannel]) -> None:
     while True:
-        received = receive(control, maxfds=2)
+        received = receive(control, maxfds=3)
         if received is None:
             break
-        _, fds = received
-        dispatcher.add(socket.socket(fileno=fds[0]), SharedBuffer(fds[1], int(received[0][1])))
+        message, fds = received
+        sock, buffer = socket.socket(fileno=fds[0]), SharedBuffer(fds[1], int(message[1]))
+        if message[0] == "app":
+            dispatcher.add(sock, buffer, lend(Tally(1, 0, fd=fds[2]), message[2]))
+        else:
+            dispatcher.add(sock, buffer)
     sys.stdout.flush()
     sys.stderr.flush()
     # The appliance is gone or closed the host. Frameworks' thread pools can make interpreter shutdown slow

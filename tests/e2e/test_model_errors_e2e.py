@@ -326,18 +326,20 @@ def test_two_app_nodes_calling_one_model_both_get_their_results(
 
 
 def model_server_pid() -> int:
-    """The model server this process started for the appliance that is on (there is one at a time)."""
+    """The model server this process started last: the appliance's (a session's shared host may run too)."""
+    started: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == os.getpid() and b"runtime.models.worker" in command:
-            return int(entry.name)
-    raise AssertionError("no model server is running")
+        if int(fields[1]) == os.getpid() and b"runtime.models.worker" in command:
+            started[int(entry.name)] = int(fields[19])  # start time, in clock ticks since boot
+    assert started, "no model server is running"
+    return max(started, key=lambda pid: started[pid])
 
 
 def cpu_ticks(pid: int) -> int:

@@ -293,16 +293,24 @@ class Session(object):
         for index, spec in enumerate(specs):
             spec["name"] = names[index]
         header = {"op": P.OP_CALL, "model": model, "inputs": specs}
-        buffer = self._call_buffer(max(P.place(specs), 1))
-        if buffer is None:
-            for spec in specs:
-                del spec["offset"]
-            answer, tail = self._request(header, P.tail_buffers(arrays), timeout=timeout)
-        else:
+        answer = None
+        attempts = 2
+        while answer is None:
+            attempts -= 1
+            buffer = self._call_buffer(max(P.place(specs), 1))
+            if buffer is None:
+                for spec in specs:
+                    del spec["offset"]
+                answer, tail = self._request(header, P.tail_buffers(arrays), timeout=timeout)
+                break
             for index, view in enumerate(P.arrays_in_buffer(specs, buffer.map)):
                 np.copyto(view, arrays[index], casting="no")
-            header["shm"] = True
-            answer, tail = self._request(header, timeout=timeout)
+            if buffer.channel is not None:
+                # None when the channel was gone before the call (an idle model server died): again.
+                answer = self._call_direct(buffer, model, specs, timeout, again=attempts > 0)
+            else:
+                header["shm"] = True
+                answer, tail = self._request(header, timeout=timeout)
         outputs = answer.get("outputs", [])
         if "size" not in answer:
             return tuple(P.arrays_from_tail(outputs, tail))
@@ -311,15 +319,66 @@ class Session(object):
             raise ApplianceConnectionError("panoramasdk: the model call buffer is gone")
         return tuple(array.copy() for array in P.arrays_in_buffer(outputs, buffer.map))
 
+    def _call_direct(self, buffer, model, specs, timeout, again):
+        """Send a call on the buffer's model channel; the answer (a ``result``), or raise its error.
+
+        With ``again``, returns None, dropping the channel, when the channel had ended before the call was
+        sent (the call can go on a new one).
+        """
+        channel = buffer.channel
+        if buffer.timeout != timeout:
+            channel.settimeout(timeout)
+            buffer.timeout = timeout
+        data = b""
+        try:
+            channel.send(P.encode_call({"model": model, "inputs": specs}))
+        except OSError:
+            if again:
+                buffer.drop_channel()
+                return None
+        else:
+            data = self._answer_of(channel)
+        if not data:
+            # The model server stopped: the appliance says why (and lends a new channel next time).
+            buffer.drop_channel()
+            answer, _ = self._request({"op": P.OP_LOST, "model": model})
+            raise ModelCallError(answer.get("message", "the model channel closed"))
+        try:
+            answer = P.decode_call(data)
+        except P.ProtocolError as error:
+            self._drop_connection()
+            raise ApplianceConnectionError(
+                "panoramasdk: bad answer from the model server: {}".format(error)
+            ) from None
+        if answer.get("op") == P.OP_ERROR:
+            _raise_error(answer)
+        return answer
+
+    def _answer_of(self, channel):
+        try:
+            return channel.recv(P.MAX_CALL)
+        except socket.timeout:
+            # The model server may still write this call's outputs: this connection and buffer are done with.
+            timeout = channel.gettimeout()
+            self._drop_connection()
+            raise PortTimeoutError("panoramasdk: no answer within {} s".format(timeout)) from None
+        except OSError:
+            return b""
+
     def _call_buffer(self, size, grown=False):
         """This thread's call buffer, holding ``size`` bytes at least (None: send arrays in the tail).
 
-        With ``grown``, the appliance has made the memfd ``size`` bytes long already: map it again.
+        With ``grown``, the model server or the appliance has made the memfd ``size`` bytes long already:
+        map it again. A buffer that came with a model channel and lost it asks for a new one.
         """
         buffer = getattr(self._local, "buffer", None)
         if buffer is False:
             return None
-        if buffer is not None and buffer.size >= size:
+        if (
+            buffer is not None
+            and buffer.size >= size
+            and (grown or buffer.channel is not None or not buffer.lent)
+        ):
             return buffer
         if grown and buffer is not None:
             try:
@@ -331,8 +390,10 @@ class Session(object):
             return buffer
         fds = []
         try:
-            answer, _ = self._request({"op": P.OP_BUFFER, "size": size}, fds=fds)
+            answer, _ = self._request({"op": P.OP_BUFFER, "size": size, "channel": True}, fds=fds)
             fresh = _CallBuffer(fds.pop(0), answer["size"])
+            if answer.get("channel") and fds:
+                fresh.lend(fds.pop(0))
         except ApplianceConnectionError:
             raise
         except (ValueError, KeyError, TypeError, IndexError, OSError, RuntimeError):
@@ -401,6 +462,22 @@ class _CallBuffer(object):
             raise
         self.fd = fd
         self.size = size
+        self.channel = None
+        """The socket of the model channel lent with the buffer, or None."""
+        self.lent = False
+        self.timeout = None
+
+    def lend(self, fd):
+        """Take the model channel (a socket fd) that came with the buffer."""
+        self.channel = socket.socket(fileno=fd)
+        self.lent = True
+        self.timeout = None
+
+    def drop_channel(self):
+        """Close the model channel (it ended)."""
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
 
     def remap(self, size):
         """Map the memfd again after the appliance grew it to ``size`` bytes."""
@@ -408,7 +485,8 @@ class _CallBuffer(object):
         self.size = size
 
     def close(self):
-        """Close the memfd (the mapping goes with its last view)."""
+        """Close the memfd (the mapping goes with its last view) and the model channel."""
+        self.drop_channel()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -30,6 +30,13 @@ Conversation:
   the offsets it chose, the appliance writes the outputs after them (growing the memfd when they do not
   fit; the answer's ``"size"`` is then larger than the app's mapping). A model call thus crosses the
   bridge as two short messages.
+- When the appliance's model nodes run in a model server, the ``buffer`` answer carries a second file
+  descriptor (``"channel": 1``): a ``SOCK_SEQPACKET`` socket to the model server, the connection's own
+  *model channel*. Calls then skip the appliance: the app sends ``call`` there as one datagram of JSON
+  (:func:`encode_call`; the model node and the inputs placed in the call buffer) and gets ``result`` or
+  ``error`` back the same way. The model server checks every request against the model node's descriptor.
+  When the channel ends during a call (the model server died), the app sends ``lost`` (the model node) on
+  its request connection and gets the ``error`` that says why; its next ``buffer`` request gets a new channel.
 - Any request may carry ``rel``: slots the app no longer references.
 
 This module runs inside the app's root filesystem (Python 3.8, standard library and numpy only) and on the
@@ -54,6 +61,7 @@ __all__ = [
     "ERR_TIMEOUT",
     "ERR_VALUE",
     "HEADER",
+    "MAX_CALL",
     "MAX_FDS",
     "MAX_JSON",
     "MAX_TAIL",
@@ -63,6 +71,7 @@ __all__ = [
     "OP_FRAMES",
     "OP_GET",
     "OP_HELLO",
+    "OP_LOST",
     "OP_PUT",
     "OP_READY",
     "OP_RESULT",
@@ -79,6 +88,8 @@ __all__ = [
     "arrays_in_buffer",
     "bind_unix",
     "connect_unix",
+    "decode_call",
+    "encode_call",
     "parse_spec",
     "place",
     "recv_message",
@@ -86,7 +97,7 @@ __all__ = [
     "tail_buffers",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 ENV_BRIDGE = "PANORAMA_EMULATOR_BRIDGE"
 """Path of the node's bridge socket, as the app sees it."""
@@ -110,6 +121,7 @@ OP_BUFFER = "buffer"
 OP_CALL = "call"
 OP_RESULT = "result"
 OP_ERROR = "error"
+OP_LOST = "lost"
 
 ERR_TIMEOUT = "timeout"
 ERR_KEY = "key"
@@ -121,6 +133,8 @@ ERR_PROTOCOL = "protocol"
 HEADER = struct.Struct("<II")
 MAX_JSON = 16 * 1024 * 1024
 MAX_TAIL = 2 * 1024 * 1024 * 1024
+MAX_CALL = 1 << 20
+"""Largest datagram on a model channel."""
 MAX_FDS = 64
 """Most file descriptors one message carries."""
 ALIGN = 64
@@ -182,6 +196,33 @@ def send_message(sock, header, buffers=(), fds=()):
         if error.errno in (9, 107):  # EBADF, ENOTCONN: closed under us
             raise BridgeClosed("the bridge connection is closed") from error
         raise
+
+
+def encode_call(header):
+    """One model-channel datagram: ``header`` (a JSON-able dict) as UTF-8 JSON.
+
+    Raises:
+        ProtocolError: the datagram would be longer than :data:`MAX_CALL`.
+    """
+    data = _ENCODER.encode(header).encode("utf-8")
+    if len(data) > MAX_CALL:
+        raise ProtocolError("model call message of {} bytes (at most {})".format(len(data), MAX_CALL))
+    return data
+
+
+def decode_call(data):
+    """The dict a model-channel datagram holds.
+
+    Raises:
+        ProtocolError: the datagram is not a JSON object.
+    """
+    try:
+        header = json.loads(bytes(data))
+    except ValueError as error:
+        raise ProtocolError("model call message is not JSON: {}".format(error)) from None
+    if not isinstance(header, dict):
+        raise ProtocolError("model call message is not a JSON object")
+    return header
 
 
 def _recv_exact(sock, size, fds=None):

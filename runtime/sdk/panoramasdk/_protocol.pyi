@@ -23,6 +23,7 @@ OP_BUFFER: str
 OP_CALL: str
 OP_RESULT: str
 OP_ERROR: str
+OP_LOST: str
 ERR_TIMEOUT: str
 ERR_KEY: str
 ERR_VALUE: str
@@ -32,6 +33,7 @@ ERR_PROTOCOL: str
 HEADER: struct.Struct
 MAX_JSON: int
 MAX_TAIL: int
+MAX_CALL: int
 MAX_FDS: int
 ALIGN: int
 
@@ -48,5 +50,7 @@ def arrays_from_tail(specs: Sequence[Any], tail: bytearray | bytes) -> list[np.n
 def parse_spec(spec: Any) -> tuple[np.dtype[Any], tuple[int, ...], int]: ...
 def place(specs: Sequence[dict[str, Any]], start: int = ...) -> int: ...
 def arrays_in_buffer(specs: Sequence[Any], buffer: Any) -> list[np.ndarray]: ...
+def encode_call(header: dict[str, Any]) -> bytes: ...
+def decode_call(data: bytes | bytearray) -> dict[str, Any]: ...
 def connect_unix(path: str, timeout: float | None = ...) -> socket.socket: ...
 def bind_unix(sock: socket.socket, path: str) -> None: ...

@@ -252,3 +252,139 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
         assert done.returncode == 0, done.stderr
         assert done.result == onnx_host.call("conv_node", image(0))[1].tolist()
         assert new_model_memfds(host_memfds) == 0
+
+
+def spinner_plan() -> AppPlan:
+    models = [
+        ModelPlan(
+            "spinner", "123456789012::MODEL", "spinner_asset", "", "", descriptor("PYTORCH", ("data", PAIR))
+        )
+    ]
+    return app_plan(code_node(media_inputs={}), models=models)
+
+
+SPIN = """
+def spin(turns, **timeout):
+    return node.call({"data": np.full((1, 4), float(turns), np.float32)}, "spinner", **timeout)[0].tolist()
+"""
+
+
+def test_a_server_killed_during_an_apps_call_fails_that_call_with_the_cause_and_the_next_succeeds(
+    torch_spinner: Path, tmp_path: Path
+) -> None:
+    spinner = ("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))
+    with ModelHost([spinner]) as host, BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(spinner_plan(), models=host)
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + SPIN
+            + """
+spin(1)
+print("ready", flush=True)
+try:
+    spin(1e9)
+    failed = None
+except panoramasdk.ModelCallError as error:
+    failed = str(error)
+print("RESULT " + json.dumps({"failed": failed, "next": spin(2)}), flush=True)
+""",
+        )
+        assert app.stdout is not None
+        assert app.stdout.readline() == b"ready\n"
+        pid = wait_until_computing(host)
+        os.kill(pid, signal.SIGKILL)
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        assert isinstance(done.result, dict)
+        assert done.result["failed"].startswith(
+            "node spinner: the model server stopped during the call (killed by SIGKILL)"
+        )
+        np.testing.assert_allclose(done.result["next"], [[np.tanh(np.tanh(2.0)) + 1.0] * 4], atol=1e-6)
+        figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
+        assert (figures["model_calls"], figures["model_errors"]) == (3, 1)
+        assert figures["last_error"] == done.result["failed"]
+        assert host.metrics()["spinner"]["calls"] == 3 and host.metrics()["spinner"]["errors"] == 1
+        assert host.restarts == 1
+
+
+def test_a_call_that_times_out_in_the_app_leaves_the_next_call_working(
+    torch_spinner: Path, tmp_path: Path
+) -> None:
+    spinner = ("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))
+    with ModelHost([spinner]) as host, BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(spinner_plan(), models=host)
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + SPIN
+            + """
+import time
+# Long enough to outlast the timeout, short enough for the next call to wait for it.
+turns, started = 10000, time.monotonic()
+spin(turns)
+while time.monotonic() - started < 0.5:
+    turns *= 2
+    started = time.monotonic()
+    spin(turns)
+try:
+    spin(turns, time_out=0.05)
+    timed_out = False
+except panoramasdk.PortTimeoutError:
+    timed_out = True
+print("RESULT " + json.dumps({"timed out": timed_out, "next": spin(2)}), flush=True)
+""",
+        )
+        done = lab.finish(app, timeout=WAIT)
+        assert done.returncode == 0, done.stderr
+        assert isinstance(done.result, dict) and done.result["timed out"] is True
+        np.testing.assert_allclose(done.result["next"], [[np.tanh(np.tanh(2.0)) + 1.0] * 4], atol=1e-6)
+        assert host.restarts == 0
+
+
+def test_the_calls_of_a_thread_that_ended_stay_counted(onnx_host: ModelHost, tmp_path: Path) -> None:
+    with BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(conv_plan(), models=onnx_host)
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + """
+import threading
+
+def calls():
+    node.call(image(0), "conv_node")
+    node.call(image(1), "conv_node")
+    try:
+        node.call(np.zeros((1, 3, 8, 8), np.float32), "conv_node")
+    except panoramasdk.ModelCallError:
+        pass
+
+thread = threading.Thread(target=calls)
+thread.start()
+thread.join()
+del thread
+import gc
+gc.collect()
+print("ended", flush=True)
+import sys
+sys.stdin.readline()
+node.call(image(2), "conv_node")
+print("RESULT {}", flush=True)
+""",
+            stdin=True,
+        )
+        assert app.stdout is not None and app.stdin is not None
+        assert app.stdout.readline() == b"ended\n"
+        deadline = time.monotonic() + WAIT
+        figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
+        while figures["model_calls"] != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
+        assert (figures["model_calls"], figures["model_errors"]) == (3, 1)
+        assert "has shape (1, 3, 8, 8)" in figures["last_error"]
+        app.stdin.write(b"go\n")
+        app.stdin.flush()
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
+        assert (figures["model_calls"], figures["model_errors"]) == (4, 1)

@@ -1,0 +1,240 @@
+"""How the model server answers calls, on the appliance's channels and on the channels lent to apps.
+
+A channel from the appliance carries pickled requests (:mod:`runtime.models.protocol`) that the appliance
+checked already. A channel lent to an app (:class:`AppChannel`) carries the app's own JSON requests
+(:func:`runtime.sdk.panoramasdk._protocol.encode_call`), which are untrusted: every field is checked, the
+inputs against the model node's descriptor with the same messages :class:`~runtime.models.ModelHost` gives,
+and an app may call only the model nodes of its application graph. The shared memory's size is the file's
+own (the app may grow the file, never shrink it), so nothing the app sends can make the server touch memory
+outside the file. Each call is counted in the appliance's tallies (:mod:`runtime.models.tally`) before the
+answer leaves.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from collections.abc import Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+
+from emulator.errors import ModelError
+from runtime.models.base import Backend, ModelSpec, backend_class, one_line
+from runtime.models.checks import PlacedInput, check_placed
+from runtime.models.protocol import SharedBuffer, layout
+from runtime.models.server import Meta, Placed
+from runtime.models.tally import Tally
+from runtime.sdk.panoramasdk import _protocol as P
+
+__all__ = ["AppChannel", "LoadedModel", "answer", "load_model", "run_call"]
+
+
+class LoadedModel:
+    """A backend plus what the server needs to call it safely.
+
+    Args:
+        backend: the loaded backend.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.dtypes = backend.input_dtypes
+        self.lock: AbstractContextManager[object] = nullcontext() if backend.thread_safe else threading.Lock()
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Load one model node and run it once on zeros of its declared inputs.
+
+    Args:
+        spec: the model node.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        ModelError: the file cannot be loaded.
+        Exception: whatever the framework raises when the model cannot run on its declared inputs.
+    """
+    backend = backend_class(spec.backend)(spec)
+    dtypes = backend.input_dtypes
+    zeros = {
+        name: np.zeros(tuple(dim if dim > 0 else 1 for dim in shape), dtype=dtypes[name])
+        for name, shape in spec.inputs
+    }
+    backend.warm_up(zeros)
+    return LoadedModel(backend)
+
+
+def run_call(model: LoadedModel, buffer: SharedBuffer, inputs: Meta) -> Placed:
+    """Run a model on inputs in a channel's shared memory and write its outputs (float32) after them.
+
+    Args:
+        model: the loaded model.
+        buffer: the channel's shared memory, mapped at its current size (it grows when the outputs need it).
+        inputs: where the inputs lie, in the model's types.
+
+    Returns:
+        Where the outputs lie.
+
+    Raises:
+        TypeError: the model returned an array that is not numeric.
+        OSError: no memory for the outputs.
+        Exception: whatever the model raised.
+    """
+    end = 0
+    arrays = {}
+    for name, dtype, shape, offset in inputs:
+        array = buffer.array(dtype, shape, offset)
+        arrays[name] = array
+        end = max(end, offset + array.nbytes)
+    with model.lock:
+        outputs = [np.asarray(output) for output in model.backend.run(arrays)]
+        del arrays
+        for output in outputs:
+            if output.dtype.kind not in "biuf":
+                raise TypeError(f"the model returned a {output.dtype} array, which is not numeric")
+        f32 = np.dtype(np.float32)
+        offsets, needed = layout([(f32, output.shape) for output in outputs], start=end)
+        buffer.ensure(needed)
+        placed: Placed = []
+        for output, offset in zip(outputs, offsets, strict=True):
+            np.copyto(buffer.array(f32, output.shape, offset), output, casting="unsafe")
+            placed.append((f32.str, output.shape, offset))
+    return placed
+
+
+def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer) -> bytes:
+    """Answer one call on a channel (a model that raises is an ``error`` answer, never an exception).
+
+    Args:
+        models: the loaded models by node name.
+        request: the pickled ``("call", node, size, inputs)`` message.
+        buffer: the channel's shared memory.
+
+    Returns:
+        The pickled answer.
+    """
+    reply: tuple[object, ...]
+    try:
+        _, node, size, inputs = pickle.loads(request)
+        buffer.follow(size)
+        placed = run_call(models[node], buffer, inputs)
+        reply = ("ok", buffer.size, placed)
+    except BaseException as error:
+        reply = ("error", one_line(error))
+    return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Refused(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class AppChannel:
+    """Answers the calls an app sends on its own channel (see the module docstring).
+
+    Args:
+        models: the loaded models by node name.
+        specs: the model nodes' specs (their declared inputs).
+        nodes: the tally of every model node, one row each in ``specs``' order.
+        tally: the tally of the app connection (one row).
+        allowed: the model nodes of the app's graph.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, LoadedModel],
+        specs: Mapping[str, ModelSpec],
+        nodes: Tally,
+        tally: Tally,
+        allowed: Collection[str],
+    ) -> None:
+        self._models = models
+        self._declared = {node: dict(spec.inputs) for node, spec in specs.items()}
+        self._rows = {node: row for row, node in enumerate(specs)}
+        self._nodes = nodes
+        self._tally = tally
+        self._allowed = frozenset(allowed)
+
+    def __call__(self, request: bytes, buffer: SharedBuffer) -> bytes:
+        """Answer one request.
+
+        Args:
+            request: the app's datagram.
+            buffer: the channel's shared memory.
+
+        Returns:
+            The answer datagram (``result`` or ``error``).
+        """
+        started = time.perf_counter()
+        self._tally.start(0)
+        error: str | None = None
+        try:
+            reply = self._answer(request, buffer)
+        except _Refused as refused:
+            error = refused.message
+            reply = {"op": P.OP_ERROR, "kind": refused.kind, "message": refused.message}
+        self._tally.finish(0, time.perf_counter() - started, error)
+        return P.encode_call(reply)
+
+    def _answer(self, request: bytes, buffer: SharedBuffer) -> dict[str, Any]:
+        try:
+            header = P.decode_call(request)
+        except P.ProtocolError as error:
+            raise _Refused(P.ERR_PROTOCOL, _said(error)) from None
+        node = header.get("model")
+        if not isinstance(node, str) or node not in self._allowed:
+            raise _Refused(P.ERR_KEY, f"model node {node!r} is not in the application graph")
+        model = self._models.get(node)
+        if model is None:
+            raise _Refused(P.ERR_KEY, f"model node {node} is not served by the model server")
+        try:
+            inputs = _placed(header.get("inputs"))
+        except P.ProtocolError as error:
+            raise _Refused(P.ERR_VALUE, f"bad inputs for model node {node}: {_said(error)}") from None
+        row = self._rows[node]
+        started = time.perf_counter()
+        self._nodes.start(row)
+        try:
+            outputs = self._run(node, model, buffer, inputs)
+        except ModelError as failure:
+            message = _said(failure)  # names the node, as the appliance's messages do
+            self._nodes.finish(row, time.perf_counter() - started, message)
+            raise _Refused(P.ERR_MODEL, message) from None
+        self._nodes.finish(row, time.perf_counter() - started)
+        specs = [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in outputs]
+        return {"op": P.OP_RESULT, "outputs": specs, "size": buffer.size}
+
+    def _run(self, node: str, model: LoadedModel, buffer: SharedBuffer, inputs: list[PlacedInput]) -> Placed:
+        # The file's own size: the app may have grown it, and a size it claims could lie.
+        buffer.follow(os.fstat(buffer.fd).st_size)
+        meta = check_placed(node, self._declared[node], model.dtypes, buffer, inputs)
+        try:
+            return run_call(model, buffer, meta)
+        except Exception as error:
+            raise ModelError(f"the model failed: {one_line(error)}", node=node) from None
+
+
+def _said(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def _placed(specs: object) -> list[PlacedInput]:
+    if not isinstance(specs, list):
+        raise P.ProtocolError("no list of inputs")
+    placed: list[PlacedInput] = []
+    for spec in specs:
+        dtype, shape, _ = P.parse_spec(spec)
+        name, offset = spec.get("name"), spec.get("offset")
+        if not isinstance(name, str):
+            raise P.ProtocolError(f"an input has no name: {spec!r:.80}")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise P.ProtocolError(f"input {name!r} has no offset in the call buffer")
+        placed.append((name, dtype, shape, offset))
+    return placed
