@@ -1,5 +1,4 @@
-"""Model node overhead: self.call from an app through the bridge, and ModelHost.call, against the backend
-called in this process.
+"""Model node overhead: self.call from an app, and ModelHost.call, against the backend called in this process.
 
     python bench/models.py [--calls 20] [--rounds 40] [--backend onnxruntime --backend torchscript ...]
 
@@ -9,9 +8,10 @@ fixed seed: no download) is run on the same input (1 x 3 x 224 x 224 float32) th
 - in-process: the same backend class loaded in this process, called directly;
 - ModelHost.call: the appliance's model host, whose model server is another process reached through a
   socket and shared memory;
-- self.call: an app process using ``panoramasdk`` calls the model node through the bridge
-  (``runtime.bridge.Runtime`` serving the app, with ``models=`` that ModelHost), timed by the app itself
-  around ``self.call``. The app runs as a plain subprocess with the SDK on its PYTHONPATH (as in the bridge
+- self.call: an app process using ``panoramasdk`` calls the model node as on the appliance: the bridge
+  (``runtime.bridge.Runtime`` serving the app, with ``models=`` that ModelHost) lends it a call buffer and a
+  channel to the model server, and the call goes on that channel; timed by the app itself around
+  ``self.call``. The app runs as a plain subprocess with the SDK on its PYTHONPATH (as in the bridge
   tests), not in a sandbox, and with the environment an app gets (not the model server's malloc settings).
 
 The three alternate in rounds so that other load on the machine hits them alike. The model server runs with
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"in-process side: {settings} malloc settings")
     print(
-        "self.call: app as a plain subprocess (no sandbox) with panoramasdk, through runtime.bridge.Runtime"
+        "self.call: app as a plain subprocess (no sandbox) with panoramasdk, served by runtime.bridge.Runtime"
     )
     names = args.backend or [name for name in BACKENDS if backend_class(name).available()]
     print(f"input {SHAPE} float32; {args.rounds} rounds x {args.calls} calls each way; ms: median (min)")

@@ -20,6 +20,7 @@ Channel (one call at a time): ``("call", node, size, [(input, dtype, shape, offs
 from __future__ import annotations
 
 import fcntl
+import math
 import mmap
 import os
 import pickle
@@ -63,7 +64,7 @@ def layout(arrays: Sequence[tuple[np.dtype[Any], tuple[int, ...]]], start: int =
     end = align(start)
     for dtype, shape in arrays:
         offsets.append(end)
-        end = align(end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        end = align(end + math.prod(shape) * dtype.itemsize)
     return offsets, end
 
 

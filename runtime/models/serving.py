@@ -32,6 +32,8 @@ from runtime.sdk.panoramasdk import _protocol as P
 
 __all__ = ["AppChannel", "LoadedModel", "answer", "load_model", "run_call"]
 
+_F32 = np.dtype(np.float32)
+
 
 class LoadedModel:
     """A backend plus what the server needs to call it safely.
@@ -97,13 +99,12 @@ def run_call(model: LoadedModel, buffer: SharedBuffer, inputs: Meta) -> Placed:
         for output in outputs:
             if output.dtype.kind not in "biuf":
                 raise TypeError(f"the model returned a {output.dtype} array, which is not numeric")
-        f32 = np.dtype(np.float32)
-        offsets, needed = layout([(f32, output.shape) for output in outputs], start=end)
+        offsets, needed = layout([(_F32, output.shape) for output in outputs], start=end)
         buffer.ensure(needed)
         placed: Placed = []
         for output, offset in zip(outputs, offsets, strict=True):
-            np.copyto(buffer.array(f32, output.shape, offset), output, casting="unsafe")
-            placed.append((f32.str, output.shape, offset))
+            np.copyto(buffer.array(_F32, output.shape, offset), output, casting="unsafe")
+            placed.append((_F32.str, output.shape, offset))
     return placed
 
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import threading
 import time
-from typing import Any
-
-import numpy as np
 
 from runtime.models.protocol import sealed_memfd
 
@@ -30,8 +28,13 @@ RING = 4096
 MAX_ERROR = 1000
 """Bytes of the last error message kept (UTF-8, cut at a character boundary)."""
 
-_ROW = np.dtype([("calls", "<u8"), ("errors", "<u8"), ("running", "<i8"), ("next", "<u8")])
-_ERROR = np.dtype([("at", "<f8"), ("length", "<u4"), ("text", "u1", (MAX_ERROR,))])
+# The file: the last error's time (f8) and length (u4), its text, then per row calls, errors, calls under
+# way and the ring's next index (i8 each), then per row the ring of latencies in ms (f4). Native byte order:
+# both processes run on this machine.
+_ERROR_AT = struct.Struct("=dI")
+_TEXT = _ERROR_AT.size
+_ROWS = (_TEXT + MAX_ERROR + 7) // 8 * 8
+_CALLS, _ERRORS, _RUNNING, _NEXT = range(4)
 
 
 class Tally:
@@ -45,26 +48,25 @@ class Tally:
 
     def __init__(self, rows: int, ring: int = RING, fd: int | None = None) -> None:
         self.rows, self.ring = rows, ring
-        size = _ERROR.itemsize + rows * _ROW.itemsize + rows * ring * 4
+        ring_at = _ROWS + rows * 4 * 8
+        size = ring_at + rows * ring * 4
         self.fd = sealed_memfd("panorama-model-tally", size, grow=False) if fd is None else fd
         try:
             self._map = mmap.mmap(self.fd, size)
         except BaseException:
             os.close(self.fd)
             raise
-        self._error: Any = np.ndarray((), _ERROR, buffer=self._map, offset=0)
-        self._rows: Any = np.ndarray((rows,), _ROW, buffer=self._map, offset=_ERROR.itemsize)
-        self._ring = np.ndarray(
-            (rows, ring), np.float32, buffer=self._map, offset=_ERROR.itemsize + rows * _ROW.itemsize
-        )
+        whole = memoryview(self._map)
+        self._ints = whole[_ROWS:ring_at].cast("q")
+        self._ring = whole[ring_at:size].cast("f")
         self._lock = threading.Lock()
 
     def start(self, row: int) -> None:
         """Count a call on ``row``, under way from now (the model server)."""
+        ints, at = self._ints, row * 4
         with self._lock:
-            counts = self._rows[row]
-            counts["calls"] += 1
-            counts["running"] += 1
+            ints[at + _CALLS] += 1
+            ints[at + _RUNNING] += 1
 
     def finish(self, row: int, seconds: float, error: str | None = None) -> None:
         """Count the end of a call on ``row`` (the model server).
@@ -74,48 +76,48 @@ class Tally:
             seconds: how long it took.
             error: why it failed, or None.
         """
+        ints, at = self._ints, row * 4
         with self._lock:
-            counts = self._rows[row]
-            counts["running"] -= 1
+            ints[at + _RUNNING] -= 1
             if error is None:
                 if self.ring:
-                    self._ring[row, int(counts["next"]) % self.ring] = seconds * 1000.0
-                    counts["next"] += 1
+                    self._ring[row * self.ring + ints[at + _NEXT] % self.ring] = seconds * 1000.0
+                    ints[at + _NEXT] += 1
             else:
-                counts["errors"] += 1
+                ints[at + _ERRORS] += 1
                 text = error.encode("utf-8")[:MAX_ERROR].decode("utf-8", "ignore").encode("utf-8")
-                self._error["text"][: len(text)] = np.frombuffer(text, np.uint8)
-                self._error["length"] = len(text)
-                self._error["at"] = time.monotonic()
+                self._map[_TEXT : _TEXT + len(text)] = text
+                _ERROR_AT.pack_into(self._map, 0, time.monotonic(), len(text))
 
     def calls(self, row: int = 0) -> int:
         """Calls made on ``row``: finished, failed and under way."""
-        return int(self._rows[row]["calls"])
+        return int(self._ints[row * 4 + _CALLS])
 
     def errors(self, row: int = 0) -> int:
         """Failed calls on ``row``."""
-        return int(self._rows[row]["errors"])
+        return int(self._ints[row * 4 + _ERRORS])
 
     def running(self, row: int = 0) -> int:
         """Calls under way on ``row``."""
-        return max(0, int(self._rows[row]["running"]))
+        return max(0, int(self._ints[row * 4 + _RUNNING]))
 
     def latencies_ms(self, row: int = 0) -> list[float]:
         """The latencies (ms) of the last successful calls on ``row``, at most ``ring``."""
-        kept = min(int(self._rows[row]["next"]), self.ring)
-        return [float(value) for value in self._ring[row, :kept]]
+        kept = min(int(self._ints[row * 4 + _NEXT]), self.ring)
+        return list(self._ring[row * self.ring : row * self.ring + kept])
 
     def last_error(self) -> tuple[float, str] | None:
         """``(time.monotonic() when, message)`` of the last failed call on any row, or None."""
-        length = min(int(self._error["length"]), MAX_ERROR)
+        at, length = _ERROR_AT.unpack_from(self._map, 0)
         if not length:
             return None
-        text = bytes(self._error["text"][:length]).decode("utf-8", "replace")
-        return float(self._error["at"]), text
+        text = self._map[_TEXT : _TEXT + min(length, MAX_ERROR)].decode("utf-8", "replace")
+        return float(at), text
 
     def forget_running(self) -> None:
         """Zero the calls under way (the appliance, once the model server that ran them is gone)."""
-        self._rows["running"] = 0
+        for row in range(self.rows):
+            self._ints[row * 4 + _RUNNING] = 0
 
     def close(self) -> None:
         """Release the file descriptor (the mapping goes with the last view)."""
