@@ -5,8 +5,9 @@ a framework that crashes - even with a segmentation fault - takes down only that
 fail with a :class:`~emulator.errors.ModelError` naming the model node and the cause, the server is started
 again in the background, and the appliance keeps running. Inputs are checked here, against the descriptor,
 before anything is sent; arrays travel through shared memory (see :mod:`runtime.models.protocol`). A
-:class:`ModelLease` is a channel whose shared memory (a memfd) another process maps too, so that an app's
-``self.call`` reaches the model server with no copy in the appliance.
+:class:`ModelLease` is a channel whose shared memory (a memfd) another process maps too; it also lends that
+process (an app) channels of its own to the model server, which then checks the app's calls itself
+(:mod:`runtime.models.serving`), so that an app's ``self.call`` does not pass through the appliance.
 """
 
 from __future__ import annotations
@@ -281,11 +282,11 @@ class ModelHost:
             sock = server.lend(lease.buffer, lease.tally, nodes)
         except ServerLost:
             raise self._lost(server, None) from None
-        lease.app_server = server
+        lease._app_server = server
         return sock
 
     def _app_lost(self, lease: ModelLease, node: str) -> ModelError:
-        server, lease.app_server = lease.app_server, None
+        server, lease._app_server = lease._app_server, None
         stats = self._stats.get(node)
         if stats is not None:
             with self._stats_lock:
@@ -409,8 +410,7 @@ class ModelLease:
         self._server: Server | None = None
         self._channel: Channel | None = None
         self._tally: Tally | None = None
-        self.app_server: Server | None = None
-        """The server of the channel last lent to the app."""
+        self._app_server: Server | None = None  # the server of the channel last lent to the app
 
     @property
     def size(self) -> int:

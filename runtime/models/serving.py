@@ -181,6 +181,9 @@ class AppChannel:
         except _Refused as refused:
             error = refused.message
             reply = {"op": P.OP_ERROR, "kind": refused.kind, "message": refused.message}
+        except Exception as fault:  # e.g. JSON nested too deep to parse: the app's, not the server's
+            error = f"bad model call message: {one_line(fault)}"
+            reply = {"op": P.OP_ERROR, "kind": P.ERR_PROTOCOL, "message": error}
         self._tally.finish(0, time.perf_counter() - started, error)
         return P.encode_call(reply)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -54,7 +55,9 @@ class HostProcess:
         self._popen.terminate()
 
     def kill(self) -> None:
-        os.killpg(self._popen.pid, signal.SIGKILL)
+        # As the sandbox's kill: a process group that is gone already is not an error.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
 
 
 def python(code: str) -> Callable[[], HostProcess]:

@@ -89,6 +89,7 @@ SPEC = {"name": "data", "dtype": "<f4", "shape": list(IMAGE), "offset": 0}
 BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str, str]] = [
     ("not JSON", b"\x80not json", P.ERR_PROTOCOL, "model call message is not JSON"),
     ("a JSON list", b"[1, 2]", P.ERR_PROTOCOL, "model call message is not a JSON object"),
+    ("JSON nested too deep", b"[" * 200_000, P.ERR_PROTOCOL, "bad model call message: RecursionError"),
     ("no model", {"inputs": [SPEC]}, P.ERR_KEY, "model node None is not in the application graph"),
     (
         "a model node of another app",
