@@ -227,7 +227,8 @@ def shared_memory(pid: int | str = "self") -> dict[int, str]:
         pid: the process (default: this one).
 
     Returns:
-        ``{inode: name}``; names are ``panorama-frame.<node>.<n>`` or ``panorama-model-io``.
+        ``{inode: name}``; names are ``panorama-frame.<node>.<n>``, ``panorama-model-io`` or
+        ``panorama-model-tally``.
     """
     found: dict[int, str] = {}
     for fd in Path("/proc", str(pid), "fd").iterdir():

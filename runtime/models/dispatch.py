@@ -41,10 +41,13 @@ OVERFLOW_IDLE = 0.5
 
 
 class _Channel:
-    def __init__(self, sock: socket.socket, buffer: SharedBuffer, handle: Handler) -> None:
+    def __init__(
+        self, sock: socket.socket, buffer: SharedBuffer, handle: Handler, closed: Callable[[], None] | None
+    ) -> None:
         self.sock = sock
         self.buffer = buffer
         self.handle = handle
+        self.on_close = closed
         self.fd = sock.fileno()
         self.lock = threading.Lock()
         self.serving = False
@@ -74,15 +77,22 @@ class Dispatcher:
         self._spare_lock = threading.Lock()
         threading.Thread(target=self._watcher, name="model-call-watcher", daemon=True).start()
 
-    def add(self, sock: socket.socket, buffer: SharedBuffer, handle: Handler | None = None) -> None:
+    def add(
+        self,
+        sock: socket.socket,
+        buffer: SharedBuffer,
+        handle: Handler | None = None,
+        closed: Callable[[], None] | None = None,
+    ) -> None:
         """Serve a new channel (from any thread).
 
         Args:
             sock: the channel's socket, owned from now on.
             buffer: its shared memory, owned from now on.
             handle: what answers this channel's requests (default: the dispatcher's).
+            closed: called when the channel is closed (to release what ``handle`` holds).
         """
-        channel = _Channel(sock, buffer, handle or self._handle)
+        channel = _Channel(sock, buffer, handle or self._handle, closed)
         with self._lock:
             self._channels[channel.fd] = channel
         self._main.register(channel.fd, _READ | select.EPOLLONESHOT)
@@ -203,6 +213,8 @@ class Dispatcher:
             self._main.unregister(channel.fd)
         channel.sock.close()
         channel.buffer.close()
+        if channel.on_close is not None:
+            channel.on_close()
 
     def _watcher(self) -> None:
         while True:

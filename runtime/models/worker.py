@@ -78,7 +78,8 @@ def _accept(control: socket.socket, dispatcher: Dispatcher, lend: Callable[..., 
         message, fds = received
         sock, buffer = socket.socket(fileno=fds[0]), SharedBuffer(fds[1], int(message[1]))
         if message[0] == "app":
-            dispatcher.add(sock, buffer, lend(Tally(1, 0, fd=fds[2]), message[2]))
+            tally = Tally(1, 0, fd=fds[2])
+            dispatcher.add(sock, buffer, lend(tally, message[2]), closed=tally.close)
         else:
             dispatcher.add(sock, buffer)
     sys.stdout.flush()

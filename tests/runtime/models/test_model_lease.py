@@ -99,11 +99,11 @@ print("RESULT " + json.dumps({{
             np.testing.assert_array_equal(have, want)
         assert onnx_host.metrics()["conv_node"]["calls"] == before + 4 + 4
         assert runtime.metrics()["nodes"]["code_node"]["model_calls"] == 5  # type: ignore[index]
-        # The connection ended with the app: its call buffer is gone.
+        # The connection ended with the app: its call buffer and its calls' tally are gone.
         deadline = time.monotonic() + WAIT
-        while new_model_memfds(host_memfds) and time.monotonic() < deadline:
+        while new_shared_memory(host_memfds) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert new_model_memfds(host_memfds) == 0
+        assert new_shared_memory(host_memfds) == []
 
 
 def test_wrong_inputs_through_the_channel_fail_that_call_with_the_host_message(

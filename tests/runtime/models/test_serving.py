@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from _model_factory import IMAGE, image
+from _model_factory import IMAGE, WAIT, image
 
 from runtime.models import ModelHost, ModelLease
 from runtime.sdk.panoramasdk import _protocol as P
@@ -195,3 +196,23 @@ def test_a_file_the_app_grew_is_mapped_at_its_real_size(onnx_host: ModelHost, ap
     answer = app.call(image(2), offset=offset)
     assert answer["size"] >= grown
     np.testing.assert_array_equal(app.outputs(answer)[0], onnx_host.call("conv_node", image(2))[0])
+
+
+def test_a_closed_channel_leaves_nothing_open_in_the_model_server(onnx_host: ModelHost) -> None:
+    pid = onnx_host.pid
+    assert pid is not None
+
+    def open_files() -> list[str]:
+        return sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+    before = open_files()
+    for _ in range(3):
+        lease = onnx_host.lease(1 << 16)
+        sock = lease.lend(["conv_node"])
+        App(lease, sock).call(image(0))
+        sock.close()
+        lease.close()
+    deadline = time.monotonic() + WAIT
+    while open_files() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert open_files() == before
