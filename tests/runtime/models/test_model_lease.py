@@ -388,3 +388,56 @@ print("RESULT {}", flush=True)
         assert done.returncode == 0, done.stderr
         figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
         assert (figures["model_calls"], figures["model_errors"]) == (4, 1)
+
+
+def test_repeated_calls_of_one_layout_get_each_calls_own_outputs(
+    onnx_host: ModelHost, tmp_path: Path
+) -> None:
+    # The SDK reuses the last call's request and answer when a call repeats its layout: the outputs must
+    # still be this call's, and must not change when the next call comes.
+    with BridgeLab(tmp_path) as lab:
+        runtime = lab.runtime(conv_plan(), models=onnx_host)
+        out = tmp_path / "out.npz"
+        app = lab.app(
+            runtime,
+            PRELUDE
+            + f"""
+pair = {{"a": np.ones((1, 4), np.float32), "b": np.full((1, 4), 2, np.float32)}}
+kept = []
+for seed in (0, 1, 2):
+    kept += node.call(image(seed), "conv_node")
+kept += node.call(pair, "pair_node")
+kept += node.call(image(3), "conv_node")
+try:
+    node.call(np.zeros((1, 3, 8, 8), np.float32), "conv_node")
+except panoramasdk.ModelCallError:
+    pass
+for seed in (4, 5):
+    kept += node.call(image(seed), "conv_node")
+kept += node.call((image(6) * 255).astype(np.uint8), "conv_node")
+kept += node.call((image(7) * 255).astype(np.uint8), "conv_node")
+np.savez({str(out)!r}, *kept)
+print("RESULT {{}}", flush=True)
+""",
+        )
+        done = lab.finish(app)
+        assert done.returncode == 0, done.stderr
+        with np.load(out) as saved:
+            got = [saved[f"arr_{index}"] for index in range(len(saved.files))]
+        pair = {"a": np.ones(PAIR, np.float32), "b": np.full(PAIR, 2, np.float32)}
+        expected = [
+            *onnx_host.call("conv_node", image(0)),
+            *onnx_host.call("conv_node", image(1)),
+            *onnx_host.call("conv_node", image(2)),
+            *onnx_host.call("pair_node", pair),
+            *onnx_host.call("conv_node", image(3)),
+            *onnx_host.call("conv_node", image(4)),
+            *onnx_host.call("conv_node", image(5)),
+            *onnx_host.call("conv_node", (image(6) * 255).astype(np.uint8)),
+            *onnx_host.call("conv_node", (image(7) * 255).astype(np.uint8)),
+        ]
+        assert len(got) == len(expected)
+        for have, want in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(have, want)
+        figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
+        assert (figures["model_calls"], figures["model_errors"]) == (10, 1)
