@@ -7,7 +7,9 @@ inputs against the model node's descriptor with the same messages :class:`~runti
 and an app may call only the model nodes of its application graph. The shared memory's size is the file's
 own (the app may grow the file, never shrink it), so nothing the app sends can make the server touch memory
 outside the file. Each call is counted in the appliance's tallies (:mod:`runtime.models.tally`) before the
-answer leaves.
+answer leaves. An app calls a model with the same shapes every frame, so a request that repeats the channel's
+last one byte for byte is not parsed or checked again (unless an input had to be converted): its input views
+are kept, and so are the output views and the encoded answer while the outputs keep their shapes.
 """
 
 from __future__ import annotations
