@@ -257,16 +257,7 @@ class Server:
         Raises:
             ServerLost: the server is gone.
         """
-        near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            with self._control_lock:
-                send(self._control, ("channel", buffer.size), fds=(far.fileno(), buffer.fd))
-        except OSError as error:
-            near.close()
-            raise ServerLost(str(error)) from None
-        finally:
-            far.close()
-        return near
+        return self._open(("channel", buffer.size), buffer.fd)
 
     def lend(self, buffer: SharedBuffer, tally: Tally, nodes: Sequence[str]) -> socket.socket:
         """Open a channel for an app: it speaks the app's JSON and may call only ``nodes``.
@@ -282,11 +273,14 @@ class Server:
         Raises:
             ServerLost: the server is gone.
         """
+        return self._open(("app", buffer.size, list(nodes)), buffer.fd, tally.fd)
+
+    def _open(self, message: tuple[object, ...], *fds: int) -> socket.socket:
+        """Send the server one end of a new channel socket with ``message`` and ``fds``; return the other."""
         near, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             with self._control_lock:
-                message = ("app", buffer.size, list(nodes))
-                send(self._control, message, fds=(far.fileno(), buffer.fd, tally.fd))
+                send(self._control, message, fds=(far.fileno(), *fds))
         except OSError as error:
             near.close()
             raise ServerLost(str(error)) from None

@@ -263,6 +263,13 @@ def spinner_plan() -> AppPlan:
     return app_plan(code_node(media_inputs={}), models=models)
 
 
+def spinner_host(torch_spinner: Path) -> ModelHost:
+    return ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))])
+
+
+SPUN_TWICE = [[np.tanh(np.tanh(2.0)) + 1.0] * 4]
+"""What ``spin(2)`` returns."""
+
 SPIN = """
 def spin(turns, **timeout):
     return node.call({"data": np.full((1, 4), float(turns), np.float32)}, "spinner", **timeout)[0].tolist()
@@ -272,8 +279,7 @@ def spin(turns, **timeout):
 def test_a_server_killed_during_an_apps_call_fails_that_call_with_the_cause_and_the_next_succeeds(
     torch_spinner: Path, tmp_path: Path
 ) -> None:
-    spinner = ("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))
-    with ModelHost([spinner]) as host, BridgeLab(tmp_path) as lab:
+    with spinner_host(torch_spinner) as host, BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(spinner_plan(), models=host)
         app = lab.app(
             runtime,
@@ -300,7 +306,7 @@ print("RESULT " + json.dumps({"failed": failed, "next": spin(2)}), flush=True)
         assert done.result["failed"].startswith(
             "node spinner: the model server stopped during the call (killed by SIGKILL)"
         )
-        np.testing.assert_allclose(done.result["next"], [[np.tanh(np.tanh(2.0)) + 1.0] * 4], atol=1e-6)
+        np.testing.assert_allclose(done.result["next"], SPUN_TWICE, atol=1e-6)
         figures = runtime.metrics()["nodes"]["code_node"]  # type: ignore[index]
         assert (figures["model_calls"], figures["model_errors"]) == (3, 1)
         assert figures["last_error"] == done.result["failed"]
@@ -311,8 +317,7 @@ print("RESULT " + json.dumps({"failed": failed, "next": spin(2)}), flush=True)
 def test_a_call_that_times_out_in_the_app_leaves_the_next_call_working(
     torch_spinner: Path, tmp_path: Path
 ) -> None:
-    spinner = ("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))
-    with ModelHost([spinner]) as host, BridgeLab(tmp_path) as lab:
+    with spinner_host(torch_spinner) as host, BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(spinner_plan(), models=host)
         app = lab.app(
             runtime,
@@ -338,7 +343,7 @@ print("RESULT " + json.dumps({"timed out": timed_out, "next": spin(2)}), flush=T
         done = lab.finish(app, timeout=WAIT)
         assert done.returncode == 0, done.stderr
         assert isinstance(done.result, dict) and done.result["timed out"] is True
-        np.testing.assert_allclose(done.result["next"], [[np.tanh(np.tanh(2.0)) + 1.0] * 4], atol=1e-6)
+        np.testing.assert_allclose(done.result["next"], SPUN_TWICE, atol=1e-6)
         assert host.restarts == 0
 
 
