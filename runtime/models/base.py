@@ -109,6 +109,9 @@ class Backend(ABC):
     package: ClassVar[str]
     #: what to ``pip install`` to get ``package``
     requirement: ClassVar[str]
+    #: dotted names (``"cv2.dnn.readNetFromTensorflow"``) the backend calls that not every release of
+    #: ``package`` has; when set, :meth:`available` imports ``package`` to look for them
+    entry_points: ClassVar[tuple[str, ...]] = ()
     #: False when one loaded model must not run on two threads at once (the server then serialises calls)
     thread_safe: ClassVar[bool] = True
 
@@ -118,15 +121,30 @@ class Backend(ABC):
 
     @classmethod
     def available(cls) -> bool:
-        """Whether the backend's runtime package is installed.
+        """Whether the backend can run here: its package is installed and has every entry point it calls.
 
         Returns:
-            True when ``package`` can be imported.
+            True when :meth:`missing` finds nothing missing.
+        """
+        return cls.missing() is None
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """What keeps the backend from running here, as a phrase, or None when nothing does.
+
+        Returns:
+            ``"torch, which is not installed"`` or ``"cv2.dnn.readNetFromTensorflow, which
+            opencv-python-headless 5.1.0 lacks"``; None when the backend is available.
         """
         try:
-            return importlib.util.find_spec(cls.package) is not None
+            if importlib.util.find_spec(cls.package) is None:
+                return f"{cls.package}, which is not installed"
         except (ImportError, ValueError):
-            return False
+            return f"{cls.package}, which is not installed"
+        for dotted in cls.entry_points:
+            if not _has_entry_point(dotted):
+                return f"{dotted}, which {cls.requirement} {_version(cls.package)} lacks"
+        return None
 
     @classmethod
     def install_hint(cls) -> str:
@@ -178,6 +196,26 @@ class Backend(ABC):
 
 
 _B = TypeVar("_B", bound=type[Backend])
+
+
+def _has_entry_point(dotted: str) -> bool:
+    module, _, rest = dotted.partition(".")
+    try:
+        found: object = importlib.import_module(module)
+    except ImportError:
+        return False
+    for part in rest.split(".") if rest else ():
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return callable(found)
+
+
+def _version(package: str) -> str:
+    try:
+        return str(getattr(importlib.import_module(package), "__version__", "")) or "(version unknown)"
+    except ImportError:
+        return "(not importable)"
 
 
 def register(cls: _B) -> _B:
@@ -309,7 +347,7 @@ def select_backend(
             return cls, files[0]
     cls, files = loadable[0]
     raise ModelError(
-        f"{key} model needs {cls.package}, which is not installed; {cls.install_hint()}",
+        f"{key} model needs {cls.missing()}; {cls.install_hint()}",
         node=node,
         file=str(files[0]),
     )

@@ -125,6 +125,7 @@ class OpenCvOnnxBackend(Backend):
     name = "opencv-onnx"
     package = "cv2"
     requirement = "opencv-python-headless"
+    entry_points = ("cv2.dnn.readNetFromONNX",)
     thread_safe = False
 
     def __init__(self, spec: ModelSpec) -> None:

@@ -39,7 +39,18 @@ class OpenCvTensorflowBackend(Backend):
     name = "opencv-tensorflow"
     package = "cv2"
     requirement = "opencv-python-headless"
+    # OpenCV 5.1 removed the TensorFlow importer.
+    entry_points = ("cv2.dnn.readNetFromTensorflow",)
     thread_safe = False
+
+    @classmethod
+    def install_hint(cls) -> str:
+        """How to get an OpenCV that still reads frozen TensorFlow graphs.
+
+        Returns:
+            The ``pip install`` line, bounded below the release that removed the importer.
+        """
+        return "install an OpenCV that still has it: pip install 'opencv-python-headless<5.1'"
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -49,7 +49,22 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
 # --- rendering ----------------------------------------------------------------------------------------------
 
 
+def _label_boxes(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The label boxes (x, y, w, h) on a screen: the regions filled with the label background colour."""
+    background = np.all(image == np.array(LABEL_BACKGROUND, np.uint8), axis=2).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(background)
+    return sorted(tuple(int(v) for v in stats[i, :4]) for i in range(1, count) if stats[i, 4] > 50)
+
+
+def _ink(image: np.ndarray) -> int:
+    return int(np.sum(np.abs(image.astype(np.int16) - np.array(LABEL_COLOR, np.int16)).max(axis=2) < 64))
+
+
 def test_overlays_match_the_golden_image() -> None:
+    # The label text is rasterised by OpenCV's Hershey fonts, whose glyphs move by a pixel or two between
+    # OpenCV releases (5.0 -> 5.1). So the camera image and the rectangles are compared pixel for pixel
+    # outside the label boxes (with a margin), and each label box only for where it is, its size, and about
+    # how much text it holds: a missing, moved or wrong label still fails, a new rasteriser does not.
     with HdmiSink(size=(640, 360)) as sink:
         screen = sink.show(golden_outputs())
     if UPDATE_GOLDEN:
@@ -59,9 +74,19 @@ def test_overlays_match_the_golden_image() -> None:
     golden = cv2.imread(str(GOLDEN), cv2.IMREAD_COLOR)
     assert golden is not None, f"missing {GOLDEN}; run with PANORAMA_EMULATOR_UPDATE_GOLDEN=1"
     assert golden.shape == screen.shape
-    difference = np.abs(golden.astype(np.int16) - screen.astype(np.int16))
-    assert difference.mean() < 0.5
-    assert (difference.max(axis=2) > 40).mean() < 0.002
+    golden_boxes, screen_boxes = _label_boxes(golden), _label_boxes(screen)
+    assert len(golden_boxes) == len(screen_boxes) >= 2  # the two labels, and the stream name where shown
+    margin = 6
+    outside = np.ones(golden.shape[:2], bool)
+    for (x, y, w, h), (sx, sy, sw, sh) in zip(golden_boxes, screen_boxes, strict=True):
+        assert abs(sx - x) <= 2 and abs(sy - y) <= 2, (golden_boxes, screen_boxes)
+        assert abs(sw - w) <= 0.1 * w + 2 and abs(sh - h) <= 0.2 * h + 2, (golden_boxes, screen_boxes)
+        region = (slice(y, y + h), slice(x, x + w))
+        assert 0.7 < _ink(screen[region]) / _ink(golden[region]) < 1.4
+        outside[max(y - margin, 0) : y + h + margin, max(x - margin, 0) : x + w + margin] = False
+    difference = np.abs(golden.astype(np.int16) - screen.astype(np.int16)).max(axis=2)[outside]
+    assert difference.mean() < 0.1
+    assert (difference > 40).mean() < 0.0005
 
 
 def test_rectangle_edges_and_label_boxes_are_where_they_must_be() -> None:

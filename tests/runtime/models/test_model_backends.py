@@ -240,3 +240,45 @@ def test_hidden_files_from_macos_tar_are_ignored(tmp_path: Path, onnx_conv: Path
     (tmp_path / "__MACOSX").mkdir()
     (tmp_path / "__MACOSX" / "model.onnx").write_bytes(b"resource fork")
     assert select_backend("n", tmp_path, "ONNX")[1] == tmp_path / "model.onnx"
+
+
+def _opencv_without_the_tensorflow_importer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand an OpenCV in for the real one whose DNN module reads ONNX but no longer TensorFlow (as 5.1)."""
+    import importlib.machinery
+    import types
+
+    stub = types.ModuleType("cv2")
+    stub.__spec__ = importlib.machinery.ModuleSpec("cv2", None)
+    stub.__version__ = "5.1.0"  # type: ignore[attr-defined]
+    stub.dnn = types.SimpleNamespace(readNetFromONNX=lambda path: None)  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "cv2", stub)
+
+
+def test_a_backend_whose_entry_point_is_gone_falls_through_to_the_next(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    onnx_conv: Path,
+    tf_frozen: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
+    (tmp_path / "model.pb").write_bytes((tf_frozen[0] / "frozen_graph.pb").read_bytes())
+    (tmp_path / "model.onnx").write_bytes((onnx_conv / "model.onnx").read_bytes())
+    assert select_backend("model_node", tmp_path, "TENSORFLOW")[0].name == "opencv-tensorflow"
+    _opencv_without_the_tensorflow_importer(monkeypatch)
+    assert not backend_class("opencv-tensorflow").available()
+    assert backend_class("opencv-onnx").available()
+    chosen, path = select_backend("model_node", tmp_path, "TENSORFLOW")
+    assert (chosen.name, path.name) == ("onnxruntime", "model.onnx")
+
+
+def test_no_backend_left_names_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tf_frozen: tuple[Path, np.ndarray, np.ndarray]
+) -> None:
+    (tmp_path / "model.pb").write_bytes((tf_frozen[0] / "frozen_graph.pb").read_bytes())
+    _opencv_without_the_tensorflow_importer(monkeypatch)
+    with pytest.raises(ModelError) as caught:
+        select_backend("model_node", tmp_path, "TENSORFLOW")
+    assert str(caught.value) == (
+        f"{tmp_path / 'model.pb'}: node model_node: TENSORFLOW model needs cv2.dnn.readNetFromTensorflow, "
+        "which opencv-python-headless 5.1.0 lacks; install an OpenCV that still has it: "
+        "pip install 'opencv-python-headless<5.1'"
+    )
