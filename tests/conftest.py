@@ -27,6 +27,7 @@ MISSING_PREREQUISITE = (
     "could not import 'torch'",
     "could not import 'onnx",
     "the host has no CA bundle",
+    "no Python 3.",
 )
 
 
