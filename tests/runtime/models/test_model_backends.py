@@ -184,7 +184,12 @@ def test_each_framework_finds_its_file(
 
 
 def test_missing_runtime_names_the_package(torch_conv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backend_class("torchscript"), "available", classmethod(lambda cls: False))
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "torch" else find_spec(name, *rest)
+    )
     with pytest.raises(ModelError) as caught:
         select_backend("detector", torch_conv, "PYTORCH")
     assert str(caught.value) == (
