@@ -58,7 +58,9 @@ class OpenCvTensorflowBackend(Backend):
 
         self._lock = threading.Lock()
         try:
-            self._net = cv2.dnn.readNetFromTensorflow(str(spec.path))
+            # Checked by entry_points; absent from the stubs of OpenCV 5.1 and later.
+            read = cv2.dnn.readNetFromTensorflow  # type: ignore[attr-defined,unused-ignore]
+            self._net = read(str(spec.path))
         except cv2.error as error:
             raise ModelError(
                 f"{spec.path.name} is not a frozen TensorFlow graph OpenCV DNN can load: "

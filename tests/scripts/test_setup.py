@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _lock_check(project: Path) -> subprocess.CompletedProcess[str]:
     """Run scripts/setup's lock check against ``project`` (a copy of the checkout's manifests)."""
-    script = f'source {ROOT / "scripts" / "setup"}; pe_uv; PE_ROOT={project}; pe_lock_check'
+    script = f"source {ROOT / 'scripts' / 'setup'}; pe_uv; PE_ROOT={project}; pe_lock_check"
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=dict(os.environ))
 
 

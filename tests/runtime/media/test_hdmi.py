@@ -61,10 +61,10 @@ def _ink(image: np.ndarray) -> int:
 
 
 def test_overlays_match_the_golden_image() -> None:
-    # The label text is rasterised by OpenCV's Hershey fonts, whose glyphs move by a pixel or two between
-    # OpenCV releases (5.0 -> 5.1). So the camera image and the rectangles are compared pixel for pixel
-    # outside the label boxes (with a margin), and each label box only for where it is, its size, and about
-    # how much text it holds: a missing, moved or wrong label still fails, a new rasteriser does not.
+    # The label text is rasterised by OpenCV's Hershey fonts, whose glyphs move between OpenCV releases
+    # (5.0 -> 5.1 widened some labels by a sixth). So the camera image and the rectangles are compared pixel
+    # for pixel outside the label boxes (with a margin), and each label box only for where it is, its size,
+    # and about how much text it holds: a missing, moved or wrong label fails, a new rasteriser does not.
     with HdmiSink(size=(640, 360)) as sink:
         screen = sink.show(golden_outputs())
     if UPDATE_GOLDEN:
@@ -80,10 +80,11 @@ def test_overlays_match_the_golden_image() -> None:
     outside = np.ones(golden.shape[:2], bool)
     for (x, y, w, h), (sx, sy, sw, sh) in zip(golden_boxes, screen_boxes, strict=True):
         assert abs(sx - x) <= 2 and abs(sy - y) <= 2, (golden_boxes, screen_boxes)
-        assert abs(sw - w) <= 0.1 * w + 2 and abs(sh - h) <= 0.2 * h + 2, (golden_boxes, screen_boxes)
-        region = (slice(y, y + h), slice(x, x + w))
-        assert 0.7 < _ink(screen[region]) / _ink(golden[region]) < 1.4
-        outside[max(y - margin, 0) : y + h + margin, max(x - margin, 0) : x + w + margin] = False
+        assert abs(sw - w) <= 0.25 * w + 2 and abs(sh - h) <= 0.2 * h + 2, (golden_boxes, screen_boxes)
+        ink = _ink(screen[sy : sy + sh, sx : sx + sw]) / _ink(golden[y : y + h, x : x + w])
+        assert 0.7 < ink < 1.4, (x, y, ink)
+        for bx, by, bw, bh in ((x, y, w, h), (sx, sy, sw, sh)):
+            outside[max(by - margin, 0) : by + bh + margin, max(bx - margin, 0) : bx + bw + margin] = False
     difference = np.abs(golden.astype(np.int16) - screen.astype(np.int16)).max(axis=2)[outside]
     assert difference.mean() < 0.1
     assert (difference > 40).mean() < 0.0005

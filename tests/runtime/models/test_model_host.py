@@ -13,7 +13,7 @@ import pytest
 from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
-from runtime.models import ModelHost
+from runtime.models import ModelHost, backend_class
 
 # TorchScript is what SageMaker Neo took for PyTorch; torch now marks it deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
@@ -117,6 +117,8 @@ def test_corrupt_model_file_fails_at_start(
         pytest.importorskip("torch")
     if framework == "ONNX" and not prefer:
         pytest.importorskip("onnxruntime")
+    if framework == "TENSORFLOW" and not backend_class("opencv-tensorflow").available():
+        pytest.skip("this OpenCV has no TensorFlow importer (the no-backend message is tested beside it)")
     (tmp_path / file).write_bytes(b"this is not a model\n" * 10)
     host = ModelHost([("bad_node", tmp_path, descriptor(framework, ("data", IMAGE)))], prefer=prefer)
     with pytest.raises(ModelError) as caught:
