@@ -45,7 +45,7 @@ def build(sample: str) -> Path:
     """Copy a sample app into the work directory and build its container asset."""
     from rich.console import Console
 
-    from emulator.build import build_container, ensure_base_image
+    from emulator.builder import build_container, ensure_base_image
     from emulator.project import Project
 
     ensure_base_image(console=Console(file=io.StringIO()))

@@ -59,7 +59,7 @@ def base_image(force: bool) -> None:
     Tags latest, 1.2.0-py3.8 and 1.2.1-arm64v8 (all of the host's architecture) from a Debian rootfs made with
     debootstrap (needs root the first time; cached afterwards). No container registry is used.
     """
-    from emulator.build.base_image import ensure_base_image
+    from emulator.builder.base_image import ensure_base_image
 
     ensure_base_image(force=force)
 
@@ -90,7 +90,7 @@ def build_container_command(
     import json
     from pathlib import Path
 
-    from emulator.build import BUILT_MESSAGE, build_container
+    from emulator.builder import BUILT_MESSAGE, build_container
     from emulator.errors import BuildError
     from emulator.project import Project
 
@@ -124,7 +124,7 @@ def export_container_command(
     import json
     from pathlib import Path
 
-    from emulator.build import BUILT_MESSAGE, export_container
+    from emulator.builder import BUILT_MESSAGE, export_container
     from emulator.project import Project
 
     built = export_container(
@@ -162,7 +162,7 @@ def add_raw_model_command(
     import json
     from pathlib import Path
 
-    from emulator.build import MODEL_MESSAGE, add_raw_model
+    from emulator.builder import MODEL_MESSAGE, add_raw_model
     from emulator.project import Project
 
     if more_packages and not packages_path:

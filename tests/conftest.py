@@ -77,7 +77,7 @@ def built_sample(sample: str) -> Iterator[Path]:
     from rich.console import Console
 
     try:
-        from emulator.build import ensure_base_image
+        from emulator.builder import ensure_base_image
         from emulator.device.run import build_missing_assets
 
         ensure_base_image(console=Console(file=io.StringIO()))

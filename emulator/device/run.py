@@ -46,7 +46,7 @@ def build_missing_assets(
     """
     from rich.console import Console
 
-    from emulator.build import build_container
+    from emulator.builder import build_container
 
     project = Project(project_dir)
     loaded = load_graph(project.graph_path(graph))

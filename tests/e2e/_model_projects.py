@@ -47,7 +47,7 @@ def build_caller(root: Path) -> Path:
     """
     from rich.console import Console
 
-    from emulator.build import build_container, ensure_base_image
+    from emulator.builder import build_container, ensure_base_image
     from emulator.project import Project
 
     quiet = Console(file=io.StringIO())

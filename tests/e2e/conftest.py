@@ -20,7 +20,7 @@ def sdk_probe_project() -> Iterator[Path]:
     from rich.console import Console
 
     try:
-        from emulator.build import build_container, ensure_base_image
+        from emulator.builder import build_container, ensure_base_image
         from emulator.project import Project
 
         ensure_base_image(console=Console(file=io.StringIO()))

@@ -32,7 +32,7 @@ import pytest
 from _e2e_helpers import public_tmp_dir
 
 from emulator import Appliance
-from emulator.build import add_raw_model
+from emulator.builder import add_raw_model
 from emulator.errors import ProjectError
 from emulator.project import Project
 from runtime.media.synthetic import SyntheticSource, SyntheticSpec

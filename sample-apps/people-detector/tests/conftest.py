@@ -60,7 +60,7 @@ def model_asset_missing(project: Path) -> bool:
 
 def add_model_asset(project: Path) -> None:
     """Make the ONNX model with make_model.py and add it with add-raw-model (the Python API of the CLI)."""
-    from emulator.build import add_raw_model
+    from emulator.builder import add_raw_model
     from emulator.project import Project
 
     script = project / "model" / "make_model.py"

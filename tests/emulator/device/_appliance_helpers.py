@@ -50,7 +50,7 @@ def build_test_apps(root: Path) -> Path:
     """Build the test-apps container asset with the real build stage; returns the ``.tar.gz``."""
     from rich.console import Console
 
-    from emulator.build import build_container, ensure_base_image
+    from emulator.builder import build_container, ensure_base_image
     from emulator.project import Project
 
     ensure_base_image(console=Console(file=io.StringIO()))

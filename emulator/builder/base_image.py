@@ -11,7 +11,7 @@ How it is made:
    Xrender). Headless OpenCV is PyPI's ``opencv-python-headless`` wheel (fetched by the host's pip) installed
    into the system Python: Debian's ``python3-opencv`` would drag in GTK/Qt, FFmpeg and GStreamer. The
    result is cached as ``rootfs-<recipe>.tar.gz`` in the cache directory, so a rebuild does not run
-   debootstrap again (see :mod:`emulator.build.base_rootfs`).
+   debootstrap again (see :mod:`emulator.builder.base_rootfs`).
 2. The tarball is imported into the engine, then a small build adds the host's CA bundle (so that
    ``pip install`` in a package's ``RUN`` step works wherever the host's pip works, also behind a
    TLS-intercepting proxy), an ``/etc/pip.conf`` (``cert`` plus the host's http(s) index and proxy settings),
@@ -55,7 +55,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from emulator.build.base_rootfs import (
+from emulator.builder.base_rootfs import (
     DEBIAN_PACKAGES,
     DEBIAN_SUITE,
     OPENCV_REQUIREMENT,

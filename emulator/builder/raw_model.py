@@ -17,10 +17,10 @@ from typing import Any
 from isal import igzip
 from rich.console import Console
 
-from emulator.build.assets import BuiltAsset, check_asset_name
-from emulator.build.compress import copy_to_assets
-from emulator.build.merge import asset_entry
-from emulator.build.package_update import (
+from emulator.builder.assets import BuiltAsset, check_asset_name
+from emulator.builder.compress import copy_to_assets
+from emulator.builder.merge import asset_entry
+from emulator.builder.package_update import (
     GraphFile,
     delete_stale,
     label,
@@ -30,7 +30,7 @@ from emulator.build.package_update import (
     write_descriptor,
     write_manifests,
 )
-from emulator.build.report import BuildReporter
+from emulator.builder.report import BuildReporter
 from emulator.errors import AssetError, ProjectError
 from emulator.project import Project
 

@@ -81,6 +81,6 @@ def base_image(docker_engine: Any) -> str:
     """The stand-in public.ecr.aws/panorama/panorama-application (built once if absent)."""
     from rich.console import Console
 
-    from emulator.build import ensure_base_image
+    from emulator.builder import ensure_base_image
 
     return ensure_base_image(client=docker_engine, console=Console(file=io.StringIO()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.build.merge import add_graph_node, merge_asset, referenced_uris
+from emulator.builder.merge import add_graph_node, merge_asset, referenced_uris
 
 A, B = "a" * 64, "b" * 64
 

@@ -14,9 +14,9 @@ import pytest
 from _build_helpers import SAMPLE_PACKAGE, read, snapshot, write_package
 from rich.console import Console
 
-from emulator.build import BuiltAsset, build_container, export_container
-from emulator.build import assets as assets_module
-from emulator.build.fake import FakeBuilder
+from emulator.builder import BuiltAsset, build_container, export_container
+from emulator.builder import assets as assets_module
+from emulator.builder.fake import FakeBuilder
 from emulator.errors import BuildError, EngineError, ManifestError, ProjectError
 from emulator.project import Project
 

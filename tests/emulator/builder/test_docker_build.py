@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from emulator.build.docker_build import BuildEvent, DockerBuilder, PullError
+from emulator.builder.docker_build import BuildEvent, DockerBuilder, PullError
 from emulator.errors import BuildError, EngineError
 
 pytestmark = pytest.mark.docker

@@ -17,8 +17,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.build.docker_build import BuildEvent, EventHandler, ImageInfo, PullError
-from emulator.build.dockerfile import parse_dockerfile
+from emulator.builder.docker_build import BuildEvent, EventHandler, ImageInfo, PullError
+from emulator.builder.dockerfile import parse_dockerfile
 from emulator.errors import BuildError, EngineError
 
 __all__ = ["DEFAULT_FILES", "FakeBuilder", "FakeFile", "generate_tar"]

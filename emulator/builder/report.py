@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from emulator.build.docker_build import BuildEvent
+from emulator.builder.docker_build import BuildEvent
 
 __all__ = ["BuildReporter", "export_progress", "progress_callback"]
 

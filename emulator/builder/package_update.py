@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.build.compress import file_mode
-from emulator.build.merge import Merge, add_graph_node, merge_asset, referenced_uris
+from emulator.builder.compress import file_mode
+from emulator.builder.merge import Merge, add_graph_node, merge_asset, referenced_uris
 from emulator.errors import AssetError, ManifestError, Problem, ProjectError
 from emulator.manifests import (
     package_folder_parts,
@@ -73,7 +73,7 @@ class PackageTarget:
     adds_node: bool
 
     def merge(self, *, name: str, kind: str, asset_uri: str, descriptor_uri: str) -> Merge:
-        """Merge an asset into this package's document (see ``emulator.build.merge.merge_asset``)."""
+        """Merge an asset into this package's document (see ``emulator.builder.merge.merge_asset``)."""
         return merge_asset(
             self.data,
             name=name,

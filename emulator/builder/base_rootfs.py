@@ -2,7 +2,7 @@
 
 ``rootfs_tarball`` returns ``<cache>/rootfs-<recipe>.tar.gz`` (and the Debian, Python, NumPy and OpenCV
 versions found in it), running debootstrap only when no tarball of the current recipe is cached. Making one
-needs root and ``debootstrap``; importing and configuring it is :mod:`emulator.build.base_image`'s business.
+needs root and ``debootstrap``; importing and configuring it is :mod:`emulator.builder.base_image`'s business.
 """
 
 from __future__ import annotations

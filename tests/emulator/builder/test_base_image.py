@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from emulator.build import base_image, base_rootfs
-from emulator.build.base_image import (
+from emulator.builder import base_image, base_rootfs
+from emulator.builder.base_image import (
     BASE_IMAGE_REPOSITORY,
     BASE_IMAGE_TAGS,
     LABEL_RECIPE,

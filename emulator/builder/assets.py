@@ -7,7 +7,7 @@ Differences from ``panorama-cli``, on purpose:
   memory), and the created container is removed afterwards;
 - everything is checked before the engine is asked to build, and nothing in the project changes when a step
   fails; when ``--pull`` cannot reach a registry and the base image is local, the build goes on with it;
-- ``--reproducible`` makes the same image give the same asset (see ``emulator.build.reproducible``);
+- ``--reproducible`` makes the same image give the same asset (see ``emulator.builder.reproducible``);
 - a blob that another package still refers to is not deleted when an asset is replaced.
 """
 
@@ -24,17 +24,17 @@ from typing import Any
 
 from rich.console import Console
 
-from emulator.build.base_image import BASE_IMAGE_REPOSITORY
-from emulator.build.compress import compress_to_assets, prefetch
-from emulator.build.docker_build import DockerBuilder, ImageBuilder, PullError
-from emulator.build.dockerfile import (
+from emulator.builder.base_image import BASE_IMAGE_REPOSITORY
+from emulator.builder.compress import compress_to_assets, prefetch
+from emulator.builder.docker_build import DockerBuilder, ImageBuilder, PullError
+from emulator.builder.dockerfile import (
     Instruction,
     base_images,
     ignored_instruction_warnings,
     parse_dockerfile,
     platform_of,
 )
-from emulator.build.package_update import (
+from emulator.builder.package_update import (
     DescriptorFile,
     GraphFile,
     PackageTarget,
@@ -46,8 +46,8 @@ from emulator.build.package_update import (
     write_descriptor,
     write_manifests,
 )
-from emulator.build.report import BuildReporter, export_progress, progress_callback
-from emulator.build.reproducible import default_epoch, normalise_tar
+from emulator.builder.report import BuildReporter, export_progress, progress_callback
+from emulator.builder.reproducible import default_epoch, normalise_tar
 from emulator.errors import BuildError, EngineError, ProjectError
 from emulator.project import Project
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.build.compress import GzipHashWriter, compress_to_assets, prefetch
-from emulator.build.fake import FakeFile, generate_tar
-from emulator.build.reproducible import normalise_tar
+from emulator.builder.compress import GzipHashWriter, compress_to_assets, prefetch
+from emulator.builder.fake import FakeFile, generate_tar
+from emulator.builder.reproducible import normalise_tar
 from emulator.errors import AssetError, EngineError
 
 FILES = (
@@ -138,9 +138,9 @@ def test_normalising_a_broken_stream_is_an_asset_error(data: bytes, message: str
 _MEASURE = """
 import json, resource, sys
 from pathlib import Path
-from emulator.build.compress import compress_to_assets, prefetch
-from emulator.build.fake import FakeFile, generate_tar
-from emulator.build.reproducible import normalise_tar
+from emulator.builder.compress import compress_to_assets, prefetch
+from emulator.builder.fake import FakeFile, generate_tar
+from emulator.builder.reproducible import normalise_tar
 megabytes, reproducible, out = int(sys.argv[1]), sys.argv[2] == "1", Path(sys.argv[3])
 files = [FakeFile("panorama/app.py", b"x"), FakeFile("random.bin", size=megabytes << 19),
          FakeFile("text.bin", size=megabytes << 19, compressible=True)]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from _build_helpers import SAMPLE_PACKAGE, read, run_cli, snapshot, write_package
 
-from emulator.build.assets import BINFMT_AARCH64
+from emulator.builder.assets import BINFMT_AARCH64
 
 MODEL_DESCRIPTOR = {
     "mlModelDescriptor": {

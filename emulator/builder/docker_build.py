@@ -2,7 +2,7 @@
 filesystem as a stream, through the Docker SDK (no docker CLI).
 
 ``ImageBuilder`` is the small interface the rest of the build stage uses; ``DockerBuilder`` is the real engine
-and ``emulator.build.fake.FakeBuilder`` an in-package fake for fast tests.
+and ``emulator.builder.fake.FakeBuilder`` an in-package fake for fast tests.
 """
 
 from __future__ import annotations

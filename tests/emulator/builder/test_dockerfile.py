@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.build.dockerfile import (
+from emulator.builder.dockerfile import (
     IGNORED_ON_DEVICE,
     base_images,
     ignored_instruction_warnings,

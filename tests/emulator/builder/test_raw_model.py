@@ -14,7 +14,7 @@ import pytest
 from _build_helpers import SAMPLE_PACKAGE, read, snapshot
 from rich.console import Console
 
-from emulator.build import add_raw_model
+from emulator.builder import add_raw_model
 from emulator.errors import AssetError, ManifestError, ProjectError
 from emulator.project import Project
 
