@@ -37,16 +37,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from emulator.manifests import ModelDescriptor, ModelInput
 from runtime.bridge import Runtime
-from runtime.bridge.testing import app_plan, code_node
-from runtime.graph import ModelPlan
-from runtime.models import ModelHost, ModelSpec, backend_class
+from runtime.bridge.testing import app_plan, code_node, model_plan
+from runtime.models import ModelEntry, ModelHost, ModelSpec, backend_class
 from runtime.models.host import SERVER_ENV
 
 SHAPE = (1, 3, 224, 224)
@@ -182,16 +180,15 @@ class BridgeApp:
     Args:
         host: a started model host.
         node: the model node the app calls.
-        descriptor: the node's descriptor.
+        inputs: the node's declared input names.
         x: the input the app sends.
         workdir: a scratch directory (run directory, app script, input file).
     """
 
     def __init__(
-        self, host: ModelHost, node: str, descriptor: ModelDescriptor, x: np.ndarray, workdir: Path
+        self, host: ModelHost, node: str, inputs: Sequence[str], x: np.ndarray, workdir: Path
     ) -> None:
-        model = ModelPlan(node, "123456789012::BENCH_MODEL", "model_asset", "", "", descriptor)
-        plan = app_plan(code_node(media_inputs={}), models=[model])
+        plan = app_plan(code_node(media_inputs={}), models=[model_plan(node, inputs)])
         self.runtime = Runtime(plan, workdir / "run", cameras={}, hdmi=None, models=host)
         script, data = workdir / "app.py", workdir / "x.npy"
         script.write_text(APP)
@@ -248,15 +245,13 @@ class BridgeApp:
 
 
 @contextlib.contextmanager
-def served(
-    node: str, folder: Path, descriptor: ModelDescriptor, x: np.ndarray, prefer: list[str]
-) -> Iterator[tuple[ModelHost, BridgeApp]]:
-    """A model host serving ``folder`` as ``node`` and an app calling it through the bridge."""
+def served(model: ModelEntry, x: np.ndarray, prefer: list[str]) -> Iterator[tuple[ModelHost, BridgeApp]]:
+    """A model host serving ``model`` and an app calling it through the bridge."""
     with (
-        ModelHost([(node, folder, descriptor)], prefer=prefer) as host,
+        ModelHost([model], prefer=prefer) as host,
         tempfile.TemporaryDirectory() as workdir,
     ):
-        app = BridgeApp(host, node, descriptor, x, Path(workdir))
+        app = BridgeApp(host, model.node, [name for name, _ in model.inputs], x, Path(workdir))
         try:
             yield host, app
         finally:
@@ -278,11 +273,11 @@ def round_trip(folder: Path, calls: int) -> dict[str, tuple[float, float]]:
         ``{"host": (median, min), "app": (median, min)}``.
     """
     make_identity(folder)
-    descriptor = ModelDescriptor("ONNX", None, None, (ModelInput("data", SHAPE),))
+    model = ModelEntry("identity", folder, "ONNX", (("data", SHAPE),))
     x = np.random.default_rng(SEED).random(SHAPE, dtype=np.float32)
     hosted: list[float] = []
     through_app: list[float] = []
-    with served("identity", folder, descriptor, x, ["onnxruntime"]) as (host, app):
+    with served(model, x, ["onnxruntime"]) as (host, app):
         for _ in range(20):
             host.call("identity", x)
         step = 50
@@ -317,7 +312,7 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
     """
     framework, make = BACKENDS[name]
     path = make(folder)
-    descriptor = ModelDescriptor(framework, None, None, (ModelInput("data", SHAPE),))
+    model = ModelEntry("bench_node", folder, framework, (("data", SHAPE),))
     spec = ModelSpec("bench_node", path, name, framework, None, (("data", SHAPE),))
     local = backend_class(name)(spec)
     x = np.random.default_rng(SEED).random(SHAPE, dtype=np.float32)
@@ -326,7 +321,7 @@ def bench(name: str, folder: Path, calls: int, rounds: int) -> dict[str, float]:
     hosted: list[float] = []
     through_app: list[float] = []
     paired: dict[str, list[float]] = {"host": [], "app": []}
-    with served("bench_node", folder, descriptor, x, [name]) as (host, app):
+    with served(model, x, [name]) as (host, app):
         assert host.backends["bench_node"] == name
         for _ in range(10):
             host.call("bench_node", x)

@@ -34,8 +34,8 @@ from emulator.device.sandbox import (
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Backoff, Service, Supervisor, read_rotated
 from emulator.errors import AssetError, DeviceError, EmulatorError, ProjectError
+from emulator.plan import AppPlan, CodeNodePlan, ModelPlan, plan_application
 from emulator.project import Project
-from runtime.graph import AppPlan, CodeNodePlan, ModelPlan, plan_application
 
 if TYPE_CHECKING:
     from emulator.device.runtime_link import BootRuntime

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from emulator.errors import DeviceError
-from runtime.graph import CodeNodePlan
+from emulator.plan import CodeNodePlan
 
 __all__ = [
     "PortForwarder",

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emulator.manifests import ModelDescriptor
+from emulator.plan import AppPlan
 from runtime.bridge.runtime import SDK_DIR, Runtime
-from runtime.graph import AppPlan
 from runtime.media.sources import open_source
-from runtime.models import ModelHost
+from runtime.models import ModelEntry, ModelHost
 
-__all__ = ["BootRuntime", "start_runtime"]
+__all__ = ["BootRuntime", "model_entry", "start_runtime"]
 
 
 class BootRuntime:
@@ -69,6 +70,26 @@ class BootRuntime:
             self.models.close()
 
 
+def model_entry(node: str, path: Path, descriptor: ModelDescriptor) -> ModelEntry:
+    """What the model host needs of a model node: the runtime's plain record of it.
+
+    Args:
+        node: the model node's name.
+        path: its unpacked model directory (or model file).
+        descriptor: its loaded descriptor.
+
+    Returns:
+        The entry: name, files, framework, precision mode and declared inputs.
+    """
+    return ModelEntry(
+        node=node,
+        path=path,
+        framework=descriptor.framework,
+        inputs=tuple((item.name, tuple(int(dim) for dim in item.shape)) for item in descriptor.inputs),
+        precision_mode=descriptor.precision_mode,
+    )
+
+
 def start_runtime(
     plan: AppPlan,
     run_dir: Path,
@@ -102,7 +123,9 @@ def start_runtime(
         for camera in plan.cameras:
             sources[camera.name] = open_source(cameras.get(camera.name, "synthetic"), name=camera.name)
         if plan.models:
-            entries = [(model.name, model_dirs[model.name], model.descriptor) for model in plan.models]
+            entries = [
+                model_entry(model.name, model_dirs[model.name], model.descriptor) for model in plan.models
+            ]
             models = ModelHost(entries)
             models.start()
         runtime = Runtime(plan, run_dir, cameras=sources, hdmi=hdmi, models=models, mode=mode)

@@ -6,8 +6,13 @@ of the right type anywhere becomes a problem, never another exception.
 
     >>> graph = load_graph(Path("graphs/my_app/graph.json"))
     >>> [node.name for node in graph.nodes]
+
+``Checker`` (with ``pointer`` and ``describe``) and ``check_edge_ends`` / ``check_rule_nodes`` are the checker
+that the loaders use, public for code that checks more of a graph the same way (the node plan merges an
+override with them).
 """
 
+from emulator.manifests._checker import Checker, describe, pointer
 from emulator.manifests._io import (
     MAX_MANIFEST_BYTES,
     load_descriptor,
@@ -49,6 +54,8 @@ from emulator.manifests._validate import (
     NODE_NAME,
     PACKAGE_REF,
     PORT_NAME,
+    check_edge_ends,
+    check_rule_nodes,
     parse_graph,
     parse_override,
     validate_graph,
@@ -76,6 +83,7 @@ __all__ = [
     "PORT_TYPES",
     "VALUE_TYPES",
     "Asset",
+    "Checker",
     "Descriptor",
     "Edge",
     "EnvVar",
@@ -93,6 +101,9 @@ __all__ = [
     "RoutingRule",
     "RuntimeDescriptor",
     "UnknownNameError",
+    "check_edge_ends",
+    "check_rule_nodes",
+    "describe",
     "load_descriptor",
     "load_graph",
     "load_override",
@@ -102,6 +113,7 @@ __all__ = [
     "parse_graph",
     "parse_override",
     "parse_package",
+    "pointer",
     "read_json",
     "validate_descriptor",
     "validate_graph",

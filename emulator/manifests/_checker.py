@@ -32,6 +32,13 @@ def pointer(base: str, *parts: str | int) -> str:
     """Append ``parts`` to the JSON pointer ``base`` (RFC 6901 escaping of ``~`` and ``/``).
 
     Non-printable characters in keys are shown escaped (see ``printable``).
+
+    Args:
+        base: a JSON pointer (``""`` for the document).
+        parts: keys and indexes to append.
+
+    Returns:
+        The longer pointer, e.g. ``pointer("/nodeGraph", "nodes", 0)`` is ``/nodeGraph/nodes/0``.
     """
     for part in parts:
         text = printable(str(part).replace("~", "~0").replace("/", "~1"))
@@ -40,7 +47,14 @@ def pointer(base: str, *parts: str | int) -> str:
 
 
 def describe(value: object) -> str:
-    """Say what ``value`` is, briefly, for the 'found ...' part of a problem."""
+    """Say what ``value`` is, briefly, for the 'found ...' part of a problem.
+
+    Args:
+        value: a value read from JSON.
+
+    Returns:
+        e.g. ``the integer 3``, ``an empty array``, or a string shown quoted (cut at 60 characters).
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -249,7 +249,14 @@ def parse_routing_rules(c: Checker, raw: object, at: str) -> list[tuple[RoutingR
 
 
 def check_edge_ends(c: Checker, edges: list[tuple[Edge, str]], nodes: dict[str, Node], where: str) -> None:
-    """Report edges whose producer or consumer does not name a node of ``nodes`` in the right form."""
+    """Report edges whose producer or consumer does not name a node of ``nodes`` in the right form.
+
+    Args:
+        c: the checker that collects the problems.
+        edges: each edge with its JSON pointer.
+        nodes: the nodes an edge may name, by name.
+        where: what holds ``nodes``, for the problem text (e.g. ``"the graph"``).
+    """
     for edge, at in edges:
         producer = nodes.get(edge.producer_node)
         if producer is None:
@@ -288,7 +295,14 @@ def check_edge_ends(c: Checker, edges: list[tuple[Edge, str]], nodes: dict[str, 
 def check_rule_nodes(
     c: Checker, rules: list[tuple[RoutingRule, str]], nodes: dict[str, Node], where: str
 ) -> None:
-    """Report routing rules naming no interface node of ``nodes``."""
+    """Report routing rules naming no interface node of ``nodes``.
+
+    Args:
+        c: the checker that collects the problems.
+        rules: each routing rule with its JSON pointer.
+        nodes: the nodes a rule may name, by name.
+        where: what holds ``nodes``, for the problem text.
+    """
     for rule, at in rules:
         node = nodes.get(rule.node)
         if node is None or node.is_value:

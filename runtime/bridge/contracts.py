@@ -1,7 +1,8 @@
 """What the bridge needs from its collaborators, as structural types.
 
-The node plan (:mod:`runtime.graph`), the model host (:mod:`runtime.models`) and the HDMI sink
-(:mod:`runtime.media.hdmi`) satisfy these protocols as they are; tests may pass small fakes instead.
+These are the runtime's own inputs: the node plan that deploy makes (``emulator.plan``), the model host
+(:mod:`runtime.models`) and the HDMI sink (:mod:`runtime.media.hdmi`) satisfy them as they are; tests pass
+the small dataclasses of :mod:`runtime.bridge.testing` instead.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ __all__ = [
     "ModelInputSpec",
     "ModelLease",
     "ModelSpec",
+    "ParamValue",
     "PlanSpec",
     "PortSpec",
 ]
 
 ParamValue = bool | int | float | str
+"""The Python types a parameter port hands the app: boolean, int32, float32, string."""
 
 
 class PortSpec(Protocol):
@@ -53,7 +56,7 @@ class InterfaceSpec(Protocol):
 
 
 class CodeNodeSpec(Protocol):
-    """A business-logic node of the plan (``runtime.graph.CodeNodePlan``)."""
+    """A business-logic node of the plan (``emulator.plan.CodeNodePlan``)."""
 
     @property
     def name(self) -> str: ...
@@ -69,6 +72,9 @@ class CodeNodeSpec(Protocol):
 
     @property
     def outputs(self) -> Mapping[str, Sequence[str]]: ...
+
+    @property
+    def launch(self) -> str: ...
 
 
 class ModelInputSpec(Protocol):
@@ -86,7 +92,7 @@ class ModelDescriptorSpec(Protocol):
 
 
 class ModelSpec(Protocol):
-    """A model node of the plan (``runtime.graph.ModelPlan``)."""
+    """A model node of the plan (``emulator.plan.ModelPlan``)."""
 
     @property
     def name(self) -> str: ...
@@ -96,7 +102,7 @@ class ModelSpec(Protocol):
 
 
 class PlanSpec(Protocol):
-    """The application plan (``runtime.graph.AppPlan``)."""
+    """The application plan (``emulator.plan.AppPlan``)."""
 
     @property
     def code_nodes(self) -> Sequence[CodeNodeSpec]: ...

@@ -37,7 +37,7 @@ class Runtime:
     (cameras run at their fps; a slow app drops frames, counted).
 
     Args:
-        plan: the application plan (``runtime.graph.AppPlan``).
+        plan: the application plan (a :class:`~runtime.bridge.contracts.PlanSpec`: ``emulator.plan.AppPlan``).
         run_dir: host directory for the sockets (mounted in sandboxes at ``/opt/panorama-emulator/run``).
         cameras: camera node -> its source. The runtime reads them; their owner closes them after ``stop``.
         hdmi: where frames put on outputs connected to the HDMI node are shown, or None to count and drop.
@@ -90,7 +90,7 @@ class Runtime:
                         )
                     depth = REALTIME_DEPTH if mode == "realtime" else 1
                     ring = Ring(spec.name, port, camera, self._pool, depth=depth)
-                    ring.required = getattr(spec, "launch", "onAppStart") == "onAppStart"
+                    ring.required = spec.launch == "onAppStart"
                     rings[port].append(ring)
                     camera_rings[camera].append(ring)
             node_rings[spec.name] = rings

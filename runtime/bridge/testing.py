@@ -1,7 +1,8 @@
-"""Small real plans, a fake model caller and an app launcher, for tests and benchmarks of the bridge.
+"""Small plans, a fake model caller and an app launcher, for tests and benchmarks of the bridge.
 
-``app_plan(code_node(...))`` builds a real :class:`runtime.graph.AppPlan` without a project on disk;
-``FakeModels`` answers ``node.call`` with plain functions; ``launch_app`` runs an app script as a plain
+``app_plan(code_node(...))`` builds a plan of plain frozen dataclasses that satisfy the protocols of
+:mod:`runtime.bridge.contracts` (the shape of the appliance's ``emulator.plan.AppPlan``) without a project on
+disk; ``FakeModels`` answers ``node.call`` with plain functions; ``launch_app`` runs an app script as a plain
 process (no sandbox) against a started :class:`~runtime.bridge.Runtime`, with host paths.
 """
 
@@ -20,10 +21,8 @@ from types import TracebackType
 
 import numpy as np
 
-from emulator.manifests import Interface, ModelDescriptor, ModelInput, Port, RuntimeDescriptor
-from runtime.bridge.contracts import FrameSink, ModelCaller
+from runtime.bridge.contracts import FrameSink, ModelCaller, ParamValue
 from runtime.bridge.runtime import Runtime
-from runtime.graph import AppPlan, CameraPlan, CodeNodePlan, ModelPlan, ParamValue, SinkPlan
 from runtime.media.camera import ArraySource, CameraSource
 
 __all__ = [
@@ -31,7 +30,15 @@ __all__ = [
     "HDMI_INTERFACE",
     "AppResult",
     "BridgeLab",
+    "FakeCamera",
+    "FakeCodeNode",
+    "FakeInterface",
+    "FakeModelDescriptor",
+    "FakeModelInput",
+    "FakeModelNode",
     "FakeModels",
+    "FakePlan",
+    "FakePort",
     "app_plan",
     "code_node",
     "launch_app",
@@ -42,8 +49,73 @@ __all__ = [
 ]
 
 HDMI_INTERFACE = "panorama::hdmi_data_sink.hdmi0"
-_CAMERA_INTERFACE = "panorama::abstract_rtsp_media_source.rtsp_v1_interface"
 _PYTHON_TYPES = {bool: "boolean", int: "int32", float: "float32", str: "string"}
+
+
+@dataclass(frozen=True)
+class FakePort:
+    """A port of a node interface (:class:`~runtime.bridge.contracts.PortSpec`)."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class FakeInterface:
+    """A node interface (:class:`~runtime.bridge.contracts.InterfaceSpec`)."""
+
+    inputs: tuple[FakePort, ...]
+    outputs: tuple[FakePort, ...]
+
+
+@dataclass(frozen=True)
+class FakeCodeNode:
+    """A business-logic node (:class:`~runtime.bridge.contracts.CodeNodeSpec`)."""
+
+    name: str
+    interface: FakeInterface
+    media_inputs: Mapping[str, tuple[str, ...]]
+    params: Mapping[str, ParamValue]
+    outputs: Mapping[str, tuple[str, ...]]
+    launch: str = "onAppStart"
+
+
+@dataclass(frozen=True)
+class FakeModelInput:
+    """A declared model input (:class:`~runtime.bridge.contracts.ModelInputSpec`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FakeModelDescriptor:
+    """A model descriptor (:class:`~runtime.bridge.contracts.ModelDescriptorSpec`)."""
+
+    inputs: tuple[FakeModelInput, ...]
+
+
+@dataclass(frozen=True)
+class FakeModelNode:
+    """A model node (:class:`~runtime.bridge.contracts.ModelNodeSpec`)."""
+
+    name: str
+    descriptor: FakeModelDescriptor
+
+
+@dataclass(frozen=True)
+class FakeCamera:
+    """A camera node of the plan; :class:`BridgeLab` gives each one numbered frames."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class FakePlan:
+    """An application plan (:class:`~runtime.bridge.contracts.PlanSpec`) with its camera nodes."""
+
+    code_nodes: tuple[FakeCodeNode, ...]
+    models: tuple[FakeModelNode, ...]
+    cameras: tuple[FakeCamera, ...]
 
 
 def code_node(
@@ -55,7 +127,7 @@ def code_node(
     media_inputs: Mapping[str, Sequence[str]] | None = None,
     outputs: Mapping[str, Sequence[str]] | None = None,
     launch: str = "onAppStart",
-) -> CodeNodePlan:
+) -> FakeCodeNode:
     """A business-logic node with a ``video_in`` fed by ``cameras`` and a ``video_out`` shown on HDMI.
 
     Args:
@@ -68,69 +140,37 @@ def code_node(
         launch: ``onAppStart``, ``onDemand`` or ``onSignal``.
 
     Returns:
-        The plan of the node.
+        The node.
     """
     media = dict(media_inputs) if media_inputs is not None else {"video_in": tuple(cameras)}
     outs = dict(outputs) if outputs is not None else {"video_out": ("hdmi0",)}
     values = dict(params or {})
     types = dict(param_types or {})
-    inputs = [Port(port, "media") for port in media]
-    inputs += [Port(port, types.get(port, _PYTHON_TYPES[type(value)])) for port, value in values.items()]
-    interface = Interface(
-        name=f"{name}_interface",
-        category="business_logic",
-        asset=f"{name}_asset",
-        inputs=tuple(inputs),
-        outputs=tuple(Port(port, "media") for port in outs),
-    )
-    return CodeNodePlan(
+    inputs = [FakePort(port, "media") for port in media]
+    inputs += [FakePort(port, types.get(port, _PYTHON_TYPES[type(value)])) for port, value in values.items()]
+    return FakeCodeNode(
         name=name,
-        package="123456789012::TEST_CODE",
-        interface=interface,
-        asset=f"{name}_asset",
-        asset_uri="0" * 64 + ".tar.gz",
-        descriptor_uri="0" * 64 + ".json",
-        descriptor=RuntimeDescriptor(path="python3", name="/panorama/app.py"),
-        launch=launch,
+        interface=FakeInterface(tuple(inputs), tuple(FakePort(port, "media") for port in outs)),
         media_inputs={port: tuple(names) for port, names in media.items()},
         params=values,
         outputs={port: tuple(sinks) for port, sinks in outs.items()},
+        launch=launch,
     )
 
 
-def model_plan(name: str = "model_node", inputs: Sequence[str] = ("data",)) -> ModelPlan:
-    """A model node whose descriptor declares ``inputs`` (shape 1x3x224x224)."""
-    descriptor = ModelDescriptor(
-        framework="PYTORCH",
-        framework_version="1.8",
-        precision_mode=None,
-        inputs=tuple(ModelInput(item, (1, 3, 224, 224)) for item in inputs),
-    )
-    return ModelPlan(
-        name=name,
-        package="123456789012::TEST_MODEL",
-        asset=f"{name}_asset",
-        asset_uri="1" * 64 + ".tar.gz",
-        descriptor_uri="1" * 64 + ".json",
-        descriptor=descriptor,
-    )
+def model_plan(name: str = "model_node", inputs: Sequence[str] = ("data",)) -> FakeModelNode:
+    """A model node whose descriptor declares ``inputs``."""
+    return FakeModelNode(name, FakeModelDescriptor(tuple(FakeModelInput(item) for item in inputs)))
 
 
-def app_plan(*nodes: CodeNodePlan, models: Sequence[ModelPlan] = ()) -> AppPlan:
-    """An application plan made of ``nodes`` (default: one ``code_node()``), their cameras and HDMI."""
+def app_plan(*nodes: FakeCodeNode, models: Sequence[FakeModelNode] = ()) -> FakePlan:
+    """An application plan made of ``nodes`` (default: one ``code_node()``), their cameras and models."""
     nodes = nodes or (code_node(),)
     cameras: list[str] = []
     for node in nodes:
         for names in node.media_inputs.values():
             cameras += [name for name in names if name not in cameras]
-    return AppPlan(
-        app="test_app",
-        graph_file=Path("graphs/test_app/graph.json"),
-        code_nodes=tuple(nodes),
-        cameras=tuple(CameraPlan(name, _CAMERA_INTERFACE, None) for name in cameras),
-        models=tuple(models),
-        sinks=(SinkPlan("hdmi0", HDMI_INTERFACE),),
-    )
+    return FakePlan(tuple(nodes), tuple(models), tuple(FakeCamera(name) for name in cameras))
 
 
 class FakeModels:
@@ -283,7 +323,7 @@ class BridgeLab:
 
     def runtime(
         self,
-        plan: AppPlan | None = None,
+        plan: FakePlan | None = None,
         *,
         cameras: Mapping[str, CameraSource] | None = None,
         hdmi: FrameSink | None = None,

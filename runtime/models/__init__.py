@@ -1,13 +1,15 @@
 """Model nodes: inference backends chosen by descriptor framework and file type, served out of process.
 
-:class:`ModelHost` is what the appliance uses; :class:`Backend` and :func:`select_backend` are the pluggable
-part (ONNX through onnxruntime or OpenCV DNN, TorchScript through torch, TensorFlow frozen graphs through
-OpenCV DNN and SavedModels through tensorflow, MXNet and SageMaker Neo artifacts through mxnet / dlr).
+:class:`ModelHost` is what the appliance uses, given one :class:`ModelEntry` per model node; :class:`Backend`
+and :func:`select_backend` are the pluggable part (ONNX through onnxruntime or OpenCV DNN, TorchScript through
+torch, TensorFlow frozen graphs through OpenCV DNN and SavedModels through tensorflow, MXNet and SageMaker Neo
+artifacts through mxnet / dlr).
 """
 
 from runtime.models.base import (
     FRAMEWORK_BACKENDS,
     Backend,
+    ModelEntry,
     ModelSpec,
     backend_class,
     backends,
@@ -18,6 +20,7 @@ from runtime.models.host import ModelHost, ModelLease
 __all__ = [
     "FRAMEWORK_BACKENDS",
     "Backend",
+    "ModelEntry",
     "ModelHost",
     "ModelLease",
     "ModelSpec",

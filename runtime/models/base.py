@@ -27,6 +27,7 @@ from emulator.errors import ModelError
 __all__ = [
     "FRAMEWORK_BACKENDS",
     "Backend",
+    "ModelEntry",
     "ModelSpec",
     "backend_class",
     "backends",
@@ -56,6 +57,25 @@ FRAMEWORK_BACKENDS: Mapping[str, tuple[str, ...]] = {
 }
 
 _REGISTRY: dict[str, type[Backend]] = {}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model node as the appliance hands it to the model host: its files and what its descriptor declares.
+
+    Args:
+        node: the model node's name in the graph.
+        path: the unpacked model directory, or the model file.
+        framework: the descriptor's framework (any case).
+        inputs: the descriptor's inputs as ``(name, shape)`` pairs, in declaration order.
+        precision_mode: the descriptor's ``precisionMode`` (``FP16``, ``FP32``...), or None.
+    """
+
+    node: str
+    path: Path
+    framework: str
+    inputs: tuple[tuple[str, tuple[int, ...]], ...]
+    precision_mode: str | None = None
 
 
 @dataclass(frozen=True)

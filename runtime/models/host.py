@@ -23,19 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from emulator.errors import ModelError
-from runtime.models.base import ModelSpec, select_backend
+from runtime.models.base import ModelEntry, ModelSpec, select_backend
 from runtime.models.checks import PlacedInput, check_inputs, check_placed
 from runtime.models.protocol import SharedBuffer
 from runtime.models.server import SERVER_ENV, CallFailed, Channel, Placed, Prepared, Server, ServerLost
 from runtime.models.tally import Tally
-
-if TYPE_CHECKING:
-    from emulator.manifests import ModelDescriptor
 
 __all__ = ["SERVER_ENV", "ModelHost", "ModelLease"]
 
@@ -57,24 +54,22 @@ class ModelHost:
     """The model nodes of one application, loaded once and callable from any thread.
 
     Args:
-        models: ``(node name, unpacked model directory or model file, descriptor)`` for each model node.
+        models: one entry per model node (its name, files and declared inputs).
         prefer: backend names to try first when several can load a model (e.g. ``("opencv-onnx",)``).
 
     Raises:
         ModelError: a node name is listed twice.
     """
 
-    def __init__(
-        self, models: Sequence[tuple[str, Path, ModelDescriptor]], *, prefer: Sequence[str] = ()
-    ) -> None:
-        self._models: dict[str, tuple[Path, ModelDescriptor]] = {}
-        for node, path, descriptor in models:
-            if node in self._models:
-                raise ModelError("model node is listed twice", node=node)
-            self._models[node] = (Path(path), descriptor)
+    def __init__(self, models: Sequence[ModelEntry], *, prefer: Sequence[str] = ()) -> None:
+        self._models: dict[str, ModelEntry] = {}
+        for entry in models:
+            if entry.node in self._models:
+                raise ModelError("model node is listed twice", node=entry.node)
+            self._models[entry.node] = entry
         self._shapes = {
-            node: {item.name: tuple(int(dim) for dim in item.shape) for item in descriptor.inputs}
-            for node, (_, descriptor) in self._models.items()
+            node: {name: tuple(int(dim) for dim in shape) for name, shape in entry.inputs}
+            for node, entry in self._models.items()
         }
         self._dtypes: dict[str, dict[str, np.dtype[Any]]] = {}
         self._prefer = tuple(prefer)
@@ -140,17 +135,15 @@ class ModelHost:
             if self._started:
                 return
             specs = {}
-            for node, (path, descriptor) in self._models.items():
-                backend, file = select_backend(node, path, descriptor.framework, self._prefer)
+            for node, entry in self._models.items():
+                backend, file = select_backend(node, Path(entry.path), entry.framework, self._prefer)
                 specs[node] = ModelSpec(
                     node=node,
                     path=file.resolve(),
                     backend=backend.name,
-                    framework=descriptor.framework.upper(),
-                    precision_mode=descriptor.precision_mode,
-                    inputs=tuple(
-                        (item.name, tuple(int(d) for d in item.shape)) for item in descriptor.inputs
-                    ),
+                    framework=entry.framework.upper(),
+                    precision_mode=entry.precision_mode,
+                    inputs=tuple(self._shapes[node].items()),
                 )
             self._specs = specs
             if specs:

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from emulator.manifests import ModelDescriptor, ModelInput
-from runtime.models import ModelHost
+from runtime.models import ModelEntry, ModelHost
 
 WAIT = 120.0  # generous bound for something to happen on a loaded machine
 IMAGE = (1, 3, 32, 32)
@@ -20,16 +19,11 @@ PAIR = (1, 4)
 NHWC = (1, 16, 16, 3)
 
 
-def descriptor(
-    framework: str, *inputs: tuple[str, tuple[int, ...]], precision: str | None = None
-) -> ModelDescriptor:
-    """A model descriptor as emulator.manifests builds it from descriptor.json."""
-    return ModelDescriptor(
-        framework=framework,
-        framework_version=None,
-        precision_mode=precision,
-        inputs=tuple(ModelInput(name, shape) for name, shape in inputs),
-    )
+def entry(
+    node: str, path: Path, framework: str, *inputs: tuple[str, tuple[int, ...]], precision: str | None = None
+) -> ModelEntry:
+    """A model node for the host: its files, framework, declared inputs and precision mode."""
+    return ModelEntry(node, path, framework, tuple(inputs), precision)
 
 
 # --- ONNX (built with onnx.helper, no exporter involved) ----------------------------------------------------

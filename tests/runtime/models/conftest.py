@@ -10,7 +10,7 @@ import pytest
 from _model_factory import (
     IMAGE,
     PAIR,
-    descriptor,
+    entry,
     make_onnx_conv,
     make_onnx_pair,
     make_tf_frozen,
@@ -74,8 +74,8 @@ def onnx_host(onnx_conv: Path, onnx_pair: Path) -> Iterator[ModelHost]:
     pytest.importorskip("onnxruntime")
     host = ModelHost(
         [
-            ("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE))),
-            ("pair_node", onnx_pair, descriptor("ONNX", ("a", PAIR), ("b", PAIR))),
+            entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE)),
+            entry("pair_node", onnx_pair, "ONNX", ("a", PAIR), ("b", PAIR)),
         ]
     )
     with host:

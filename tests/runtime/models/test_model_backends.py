@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _model_factory import IMAGE, NHWC, PAIR, descriptor, image, kill_and_wait, tf_reference
+from _model_factory import IMAGE, NHWC, PAIR, entry, image, kill_and_wait, tf_reference
 
 from emulator.errors import ModelError
 from runtime.models import ModelHost, backend_class, select_backend
@@ -56,9 +56,7 @@ def test_opencv_dnn_runs_onnx_like_opencv_in_process(onnx_conv: Path) -> None:
     x = image(11)
     net.setInput(x)
     expected = net.forward(list(net.getUnconnectedOutLayersNames()))
-    with ModelHost(
-        [("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))], prefer=["opencv-onnx"]
-    ) as host:
+    with ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))], prefer=["opencv-onnx"]) as host:
         assert host.backends == {"conv_node": "opencv-onnx"}
         outputs = assert_float32_tuple(host.call("conv_node", x), 2)
     for got, want in zip(outputs, expected, strict=True):
@@ -68,9 +66,7 @@ def test_opencv_dnn_runs_onnx_like_opencv_in_process(onnx_conv: Path) -> None:
 def test_opencv_and_onnxruntime_agree(onnx_host: ModelHost, onnx_conv: Path) -> None:
     x = image(12)
     reference = onnx_host.call("conv_node", x)
-    with ModelHost(
-        [("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))], prefer=["opencv-onnx"]
-    ) as host:
+    with ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))], prefer=["opencv-onnx"]) as host:
         outputs = host.call("conv_node", x)
     for got, want in zip(outputs, reference, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
@@ -82,7 +78,7 @@ def test_torchscript_matches_torch_in_process(torch_conv: Path) -> None:
     x = image(3)
     with torch.no_grad():
         expected = [t.numpy() for t in module(torch.from_numpy(x))]
-    with ModelHost([("torch_node", torch_conv, descriptor("PYTORCH", ("data", IMAGE)))]) as host:
+    with ModelHost([entry("torch_node", torch_conv, "PYTORCH", ("data", IMAGE))]) as host:
         assert host.backends == {"torch_node": "torchscript"}
         outputs = assert_float32_tuple(host.call("torch_node", {"data": x}), 2)
     for got, want in zip(outputs, expected, strict=True):
@@ -95,7 +91,7 @@ def test_torchscript_fp16_runs_in_half_precision(torch_conv: Path) -> None:
     x = image(4)
     with torch.no_grad():
         full = [t.numpy() for t in module(torch.from_numpy(x))]
-    model = ("torch_node", torch_conv, descriptor("PYTORCH", ("data", IMAGE), precision="FP16"))
+    model = entry("torch_node", torch_conv, "PYTORCH", ("data", IMAGE), precision="FP16")
     with ModelHost([model]) as host:
         outputs = assert_float32_tuple(host.call("torch_node", x), 2)
     # Half precision keeps about three decimal digits: close to FP32, but not bit-identical.
@@ -113,7 +109,7 @@ def test_fp16_falls_back_to_fp32_and_says_so_once(
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
     caplog.set_level(logging.INFO, logger="runtime.models")
-    model = ("float_node", torch_float_only, descriptor("PYTORCH", ("data", PAIR), precision="FP16"))
+    model = entry("float_node", torch_float_only, "PYTORCH", ("data", PAIR), precision="FP16")
     with ModelHost([model]) as host:
         (got,) = assert_float32_tuple(host.call("float_node", x), 1)
         np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
@@ -139,7 +135,7 @@ def test_tensorflow_frozen_graph_through_opencv(tf_frozen: tuple[Path, np.ndarra
     net = cv2.dnn.readNetFromTensorflow(str(folder / "frozen_graph.pb"))  # type: ignore[attr-defined,unused-ignore]
     net.setInput(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     opencv_nhwc = net.forward().transpose(0, 2, 3, 1)
-    with ModelHost([("tf_node", folder, descriptor("TENSORFLOW", ("data", NHWC)))]) as host:
+    with ModelHost([entry("tf_node", folder, "TENSORFLOW", ("data", NHWC))]) as host:
         assert host.backends == {"tf_node": "opencv-tensorflow"}
         (got,) = assert_float32_tuple(host.call("tf_node", {"data": x}), 1)
     assert got.shape == (1, 16, 16, 4)

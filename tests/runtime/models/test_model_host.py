@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
+from _model_factory import IMAGE, PAIR, WAIT, entry, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
 from runtime.models import ModelHost, backend_class
@@ -89,7 +89,7 @@ def test_unknown_model_node_is_a_key_error(onnx_host: ModelHost) -> None:
 def test_missing_framework_runtime_fails_at_start(tmp_path: Path) -> None:
     (tmp_path / "model-symbol.json").write_text("{}")
     (tmp_path / "model-0000.params").write_bytes(b"\0")
-    host = ModelHost([("mx_node", tmp_path, descriptor("MXNET", ("data", IMAGE)))])
+    host = ModelHost([entry("mx_node", tmp_path, "MXNET", ("data", IMAGE))])
     with pytest.raises(ModelError) as caught:
         host.start()
     assert str(caught.value) == (
@@ -120,7 +120,7 @@ def test_corrupt_model_file_fails_at_start(
     if framework == "TENSORFLOW" and not backend_class("opencv-tensorflow").available():
         pytest.skip("this OpenCV has no TensorFlow importer (the no-backend message is tested beside it)")
     (tmp_path / file).write_bytes(b"this is not a model\n" * 10)
-    host = ModelHost([("bad_node", tmp_path, descriptor(framework, ("data", IMAGE)))], prefer=prefer)
+    host = ModelHost([entry("bad_node", tmp_path, framework, ("data", IMAGE))], prefer=prefer)
     with pytest.raises(ModelError) as caught:
         host.start()
     message = str(caught.value)
@@ -131,21 +131,21 @@ def test_corrupt_model_file_fails_at_start(
 
 def test_a_model_that_cannot_take_its_declared_shape_fails_at_start(onnx_pair: Path) -> None:
     pytest.importorskip("onnxruntime")
-    host = ModelHost([("pair_node", onnx_pair, descriptor("ONNX", ("a", (1, 5)), ("b", (1, 5))))])
+    host = ModelHost([entry("pair_node", onnx_pair, "ONNX", ("a", (1, 5)), ("b", (1, 5)))])
     with pytest.raises(ModelError, match=r"node pair_node: onnxruntime: .*"):
         host.start()
 
 
 def test_a_server_that_cannot_start_fails_at_start(onnx_conv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.executable", "/bin/false")
-    host = ModelHost([("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))])
+    host = ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))])
     with pytest.raises(ModelError) as caught:
         host.start()
     assert str(caught.value) == "the model server stopped before loading any model (exited with status 1)"
 
 
 def test_empty_model_directory_fails_at_start(tmp_path: Path) -> None:
-    host = ModelHost([("empty_node", tmp_path, descriptor("PYTORCH", ("data", IMAGE)))])
+    host = ModelHost([entry("empty_node", tmp_path, "PYTORCH", ("data", IMAGE))])
     with pytest.raises(ModelError, match=r"node empty_node: no PYTORCH model file in"):
         host.start()
 
@@ -154,7 +154,7 @@ def test_empty_model_directory_fails_at_start(tmp_path: Path) -> None:
 
 
 def test_a_model_that_raises_fails_that_call_only(torch_raiser: Path) -> None:
-    with ModelHost([("raiser", torch_raiser, descriptor("PYTORCH", ("data", PAIR)))]) as host:
+    with ModelHost([entry("raiser", torch_raiser, "PYTORCH", ("data", PAIR))]) as host:
         pid = host.pid
         with pytest.raises(ModelError) as caught:
             host.call("raiser", np.full(PAIR, 50.0, dtype=np.float32))
@@ -167,7 +167,7 @@ def test_a_model_that_raises_fails_that_call_only(torch_raiser: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
 def test_a_server_killed_mid_call_fails_that_call_and_serves_the_next(torch_spinner: Path, sig: int) -> None:
-    with ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))]) as host:
+    with ModelHost([entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR))]) as host:
         thread, errors = call_in_thread(host, "spinner", np.full(PAIR, 1e9, dtype=np.float32))
         pid = wait_until_computing(host)
         os.kill(pid, sig)
@@ -190,7 +190,7 @@ def test_a_server_killed_mid_call_fails_that_call_and_serves_the_next(torch_spin
 
 def test_a_server_killed_while_idle_is_replaced_on_the_next_call(onnx_conv: Path) -> None:
     pytest.importorskip("onnxruntime")
-    with ModelHost([("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))]) as host:
+    with ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))]) as host:
         good_call(host)
         pid = host.pid
         assert pid is not None
@@ -200,7 +200,7 @@ def test_a_server_killed_while_idle_is_replaced_on_the_next_call(onnx_conv: Path
 
 
 def test_closing_fails_the_call_in_flight(torch_spinner: Path) -> None:
-    host = ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))])
+    host = ModelHost([entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR))])
     host.start()
     thread, errors = call_in_thread(host, "spinner", np.full(PAIR, 1e9, dtype=np.float32))
     pid = wait_until_computing(host)
@@ -246,7 +246,7 @@ def test_threads_that_served_concurrent_calls_end_with_them(onnx_conv: Path) -> 
     # A thread that ran a call keeps its framework's OpenMP thread team while it lives, which slows every
     # later call on the main thread (torch by 40 %): the model server must go back to the threads it had.
     pytest.importorskip("onnxruntime")
-    with ModelHost([("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))]) as host:
+    with ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))]) as host:
         good_call(host)
         pid = host.pid
         assert pid is not None
@@ -274,8 +274,8 @@ def test_threads_that_served_concurrent_calls_end_with_them(onnx_conv: Path) -> 
 def test_a_long_call_does_not_hold_up_calls_to_other_models(torch_spinner: Path, onnx_conv: Path) -> None:
     pytest.importorskip("onnxruntime")
     models = [
-        ("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR))),
-        ("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE))),
+        entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR)),
+        entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE)),
     ]
     host = ModelHost(models)
     host.start()
@@ -295,7 +295,7 @@ def test_large_inputs_and_outputs_grow_the_shared_memory(torch_conv: Path) -> No
     torch = pytest.importorskip("torch")
     module = torch.jit.load(str(torch_conv / "model.pt")).eval()
     shape = (1, 3, 720, 1280)  # 11 MB in, 3.7 MB out: well past the first shared memory size
-    model = ("torch_node", torch_conv, descriptor("PYTORCH", ("data", shape)))
+    model = entry("torch_node", torch_conv, "PYTORCH", ("data", shape))
     with ModelHost([model]) as host:
         for seed in (1, 2):
             x = image(seed, shape)
@@ -329,6 +329,6 @@ def test_host_without_models(tmp_path: Path) -> None:
 
 
 def test_a_node_listed_twice_is_refused(onnx_conv: Path) -> None:
-    model = ("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))
+    model = entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))
     with pytest.raises(ModelError, match="node conv_node: model node is listed twice"):
         ModelHost([model, model])

@@ -10,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _model_factory import IMAGE, PAIR, WAIT, descriptor, image, kill_and_wait, wait_until_computing
+from _model_factory import IMAGE, PAIR, WAIT, entry, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
 from runtime.bridge.testing import (
     APP_MEMFDS,
     BridgeLab,
+    FakePlan,
     app_plan,
     code_node,
+    model_plan,
     new_shared_memory,
     shared_memory,
 )
-from runtime.graph import AppPlan, ModelPlan
 from runtime.models import ModelHost
 
 # TorchScript is what SageMaker Neo took for PyTorch; torch now marks it deprecated.
@@ -41,12 +42,8 @@ node = panoramasdk.node()
 """
 
 
-def model_node(name: str, *inputs: tuple[str, tuple[int, ...]]) -> ModelPlan:
-    return ModelPlan(name, "123456789012::MODEL", f"{name}_asset", "", "", descriptor("ONNX", *inputs))
-
-
-def conv_plan() -> AppPlan:
-    models = [model_node("conv_node", ("data", IMAGE)), model_node("pair_node", ("a", PAIR), ("b", PAIR))]
+def conv_plan() -> FakePlan:
+    models = [model_plan("conv_node", ["data"]), model_plan("pair_node", ["a", "b"])]
     return app_plan(code_node(media_inputs={}), models=models)
 
 
@@ -139,8 +136,8 @@ def test_after_a_server_restart_the_app_keeps_calling_through_the_same_buffer(
     onnx_conv: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnxruntime")
-    with ModelHost([("conv_node", onnx_conv, descriptor("ONNX", ("data", IMAGE)))]) as host:
-        plan = app_plan(code_node(media_inputs={}), models=[model_node("conv_node", ("data", IMAGE))])
+    with ModelHost([entry("conv_node", onnx_conv, "ONNX", ("data", IMAGE))]) as host:
+        plan = app_plan(code_node(media_inputs={}), models=[model_plan("conv_node", ["data"])])
         with BridgeLab(tmp_path) as lab:
             runtime = lab.runtime(plan, models=host)
             app = lab.app(
@@ -204,7 +201,7 @@ def test_a_lease_converts_inputs_grows_its_memfd_and_frees_it(onnx_host: ModelHo
 def test_a_server_killed_during_a_leased_call_fails_that_call_and_the_lease_serves_the_next(
     torch_spinner: Path, tmp_path: Path
 ) -> None:
-    with ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))]) as host:
+    with ModelHost([entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR))]) as host:
         lease = host.lease(64)
         errors: list[BaseException] = []
         inputs = [("data", np.dtype(np.float32), PAIR, 0)]
@@ -254,17 +251,12 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
         assert new_model_memfds(host_memfds) == 0
 
 
-def spinner_plan() -> AppPlan:
-    models = [
-        ModelPlan(
-            "spinner", "123456789012::MODEL", "spinner_asset", "", "", descriptor("PYTORCH", ("data", PAIR))
-        )
-    ]
-    return app_plan(code_node(media_inputs={}), models=models)
+def spinner_plan() -> FakePlan:
+    return app_plan(code_node(media_inputs={}), models=[model_plan("spinner", ["data"])])
 
 
 def spinner_host(torch_spinner: Path) -> ModelHost:
-    return ModelHost([("spinner", torch_spinner, descriptor("PYTORCH", ("data", PAIR)))])
+    return ModelHost([entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR))])
 
 
 SPUN_TWICE = [[np.tanh(np.tanh(2.0)) + 1.0] * 4]

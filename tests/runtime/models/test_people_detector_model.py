@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from emulator.device.runtime_link import model_entry
 from emulator.manifests import ModelDescriptor, load_descriptor
 from runtime.models import ModelHost
 
@@ -96,9 +97,8 @@ def test_both_formats_load_and_find_the_people(
     for name in ("pytorch", "onnx"):
         described = load_descriptor(made / f"people_detector_{name}.json")
         assert isinstance(described, ModelDescriptor)
-        models.append(
-            (f"{name}_node", unpack(made / f"people_detector_{name}.tar.gz", tmp_path / name), described)
-        )
+        folder = unpack(made / f"people_detector_{name}.tar.gz", tmp_path / name)
+        models.append(model_entry(f"{name}_node", folder, described))
     frame, people = scene()
     x = preprocess(frame)
     heatmap_ref, boxes_ref = generator.reference(x)

@@ -10,9 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.errors import ManifestError
-from emulator.manifests import Edge, Graph, Node, Override, RoutingRule
-from emulator.manifests._checker import Checker, describe, pointer
-from emulator.manifests._validate import check_edge_ends, check_rule_nodes
+from emulator.manifests import (
+    Checker,
+    Edge,
+    Graph,
+    Node,
+    Override,
+    RoutingRule,
+    check_edge_ends,
+    check_rule_nodes,
+    describe,
+    pointer,
+)
 
 __all__ = ["Merged", "Origin", "merge"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _graph_projects import ProjectBuilder
+from _plan_projects import ProjectBuilder
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from emulator.manifests import (
     UnknownNameError,
     load_descriptor,
 )
+from emulator.plan._merge import Merged, Origin
 from emulator.project import Project
-from runtime._graph_merge import Merged, Origin
 
 __all__ = ["ACCOUNT_CAMERA_INPUTS", "STOCK_CAMERA", "STOCK_HDMI", "STOCK_INTERFACES", "Resolved", "Resolver"]
 

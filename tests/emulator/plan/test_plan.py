@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from _graph_projects import ACCOUNT, CAMERA, HDMI, ProjectBuilder, edge, media, node, value
+from _plan_projects import ACCOUNT, CAMERA, HDMI, ProjectBuilder, edge, media, node, value
 
 from emulator.errors import ManifestError, ProjectError
 from emulator.manifests import ModelDescriptor, RoutingRule, RuntimeDescriptor, UnknownNameError
-from runtime.graph import (
+from emulator.plan import (
     STOCK_CAMERA,
     STOCK_HDMI,
     AppPlan,

@@ -1,4 +1,4 @@
-"""The node plan: an application graph (plus an optional override) resolved into what the appliance runs.
+"""The node plan: a graph (plus an optional override) resolved into what the appliance runs, and how.
 
 ``plan_application`` reads ``graph.json`` (and ``override.json``), applies node overrides, finds every
 interface in its package, every asset in ``assets/``, and works out which cameras feed which code node input,
@@ -28,34 +28,16 @@ from emulator.manifests import (
     RoutingRule,
     RuntimeDescriptor,
     UnknownNameError,
+    describe,
     load_graph,
     load_override,
+    pointer,
 )
-from emulator.manifests._checker import describe, pointer
+from emulator.plan._merge import Merged, Origin, merge
+from emulator.plan._resolve import Resolved, Resolver
 from emulator.project import Project
-from runtime._graph_merge import Merged, Origin, merge
-from runtime._graph_resolve import (
-    ACCOUNT_CAMERA_INPUTS,
-    STOCK_CAMERA,
-    STOCK_HDMI,
-    STOCK_INTERFACES,
-    Resolved,
-    Resolver,
-)
 
-__all__ = [
-    "ACCOUNT_CAMERA_INPUTS",
-    "STOCK_CAMERA",
-    "STOCK_HDMI",
-    "STOCK_INTERFACES",
-    "AppPlan",
-    "CameraPlan",
-    "CodeNodePlan",
-    "ModelPlan",
-    "ParamValue",
-    "SinkPlan",
-    "plan_application",
-]
+__all__ = ["AppPlan", "CameraPlan", "CodeNodePlan", "ModelPlan", "ParamValue", "SinkPlan", "plan_application"]
 
 # The Python types a parameter port hands the app: boolean, int32, float32, string.
 ParamValue = bool | int | float | str
