@@ -4,7 +4,6 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.errors import (
     AssetError,
-    BridgeError,
     BuildError,
     DeviceError,
     EmulatorError,
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Appliance",
     "AssetError",
-    "BridgeError",
     "BuildError",
     "DeviceError",
     "EmulatorError",

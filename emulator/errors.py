@@ -13,18 +13,20 @@ print ``str(error)``: a one-line cause that names the file, JSON pointer, node o
     │   └── UnsafeArchiveError an archive member would escape the root or is not allowed in a rootfs
     ├── SandboxError           an app sandbox cannot start (no bubblewrap or namespaces, foreign arch)
     ├── DeviceError            the appliance cannot do what was asked in its state, or an app failed at boot
-    ├── BridgeError            the channel between an app and the appliance broke
     ├── SourceError            a camera source cannot be opened or read
     └── ModelError             a model node cannot be loaded, or a call to it failed
+
+``one_line(error)`` is how any exception (the emulator's own, or a framework's) becomes one line of a
+message; ``runtime/`` uses it too.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
     "AssetError",
-    "BridgeError",
     "BuildError",
     "DeviceError",
     "EmulatorError",
@@ -36,6 +38,7 @@ __all__ = [
     "SandboxError",
     "SourceError",
     "UnsafeArchiveError",
+    "one_line",
 ]
 
 
@@ -154,13 +157,46 @@ class DeviceError(EmulatorError):
     """The appliance cannot do what was asked in its current state, or an application failed at boot."""
 
 
-class BridgeError(EmulatorError):
-    """The channel between an application and the appliance broke."""
-
-
 class SourceError(EmulatorError):
     """A camera source cannot be opened or read."""
 
 
 class ModelError(EmulatorError):
     """A model node cannot be loaded, or a call to it failed."""
+
+
+_NAMED = re.compile(r"^[\w.]*(Error|Exception): ")
+_LIMIT = 400
+
+
+def one_line(error: BaseException | str, *, named: bool = False) -> str:
+    """An exception (or a message) as one line of a message a person reads.
+
+    Plain: ``str(error)`` with every run of white space (new lines too) made one space, a ``KeyError``'s
+    quotes left out, and the type's name for an exception that says nothing. ``named=True`` is for
+    exceptions from frameworks, whose text is often many lines with the cause on the last one (TorchScript,
+    OpenCV): that line, led by the type's name unless it names its own type (``builtins.ValueError: ...``),
+    cut to 400 characters; an ``EmulatorError`` gives its message without the file or node it names.
+
+    Args:
+        error: the exception, or the text of one.
+        named: say which type of exception it was (see above).
+
+    Returns:
+        The line; empty only for an empty text.
+    """
+    if isinstance(error, str):
+        return " ".join(error.split())
+    if named:
+        if isinstance(error, EmulatorError):
+            return error.message
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        text = lines[-1] if lines else ""
+        if _NAMED.match(text):
+            message = text.removeprefix("builtins.")
+        else:
+            kind = type(error).__name__
+            message = f"{kind}: {text}" if text else kind
+        return message if len(message) <= _LIMIT else message[: _LIMIT - 3] + "..."
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.split()) or type(error).__name__

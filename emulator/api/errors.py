@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from emulator.errors import (
     AssetError,
-    BridgeError,
     BuildError,
     DeviceError,
     EmulatorError,
@@ -54,7 +53,6 @@ _STATUS: dict[type[EmulatorError], int] = {
     DeviceError: 409,
     EngineError: 503,
     SandboxError: 503,
-    BridgeError: 503,
     ModelError: 503,
 }
 

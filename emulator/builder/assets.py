@@ -48,7 +48,7 @@ from emulator.builder.package_update import (
 )
 from emulator.builder.report import BuildReporter, export_progress, progress_callback
 from emulator.builder.reproducible import default_epoch, normalise_tar
-from emulator.errors import BuildError, EngineError, ProjectError
+from emulator.errors import BuildError, EngineError, ProjectError, one_line
 from emulator.project import Project
 
 __all__ = [
@@ -132,10 +132,6 @@ def _arm64_sentence() -> str:
     return _ARM64_SENTENCE.format(host=platform.machine())
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _step_line(step: str | None, instructions: Sequence[Instruction]) -> tuple[int | None, str | None]:
     """(Dockerfile line, instruction text) of a ``Step N/M : ...`` message."""
     match = _STEP.match(step or "")
@@ -149,7 +145,7 @@ def _step_line(step: str | None, instructions: Sequence[Instruction]) -> tuple[i
 def _failure(error: BuildError, dockerfile: str, instructions: Sequence[Instruction]) -> BuildError:
     """The engine's failure as one line naming Dockerfile:line, the step and the engine's message."""
     line, instruction = _step_line(error.step, instructions)
-    engine = _one_line(error.message) or "the build failed"
+    engine = one_line(error.message) or "the build failed"
     match = _STEP.match(error.step or "")
     if instruction and match:
         message = f"{instruction} failed (step {match.group(1)}/{match.group(2)}): {engine}"
@@ -187,7 +183,7 @@ def _build_image(
                 )
             raise failure from error
         reporter.say(
-            f"Cannot pull {', '.join(bases)} ({_one_line(error.message)}): building with the local image",
+            f"Cannot pull {', '.join(bases)} ({one_line(error.message)}): building with the local image",
             "yellow",
         )
     except BuildError as error:
@@ -448,7 +444,7 @@ def export_container(
         except EngineError as error:
             raise EngineError(
                 f"the Docker engine has no image {image_uri} and cannot pull it "
-                f"({_one_line(error.message)}); "
+                f"({one_line(error.message)}); "
                 "check the name with `docker images`"
             ) from error
     info = builder.image(image_uri)

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from runtime.bridge.contracts import CallTally, LendingModelCaller, ModelCaller, ModelLease
+from runtime.bridge.contracts import CallTally, LeasedChannel, LendingModelCaller, ModelCaller
 from runtime.models.protocol import SharedBuffer
 from runtime.sdk.panoramasdk import _protocol as P
 
@@ -158,7 +158,7 @@ class CallBuffer(_Held[SharedBuffer]):
         return outputs
 
 
-class LeasedCallBuffer(_Held[ModelLease]):
+class LeasedCallBuffer(_Held[LeasedChannel]):
     """A call buffer that is the shared memory of the connection's own channel to the model server.
 
     Args:
@@ -169,7 +169,7 @@ class LeasedCallBuffer(_Held[ModelLease]):
         super().__init__()
         self.models = models
 
-    def _open(self, size: int) -> ModelLease:
+    def _open(self, size: int) -> LeasedChannel:
         return self.models.lease(size)
 
     def call(self, model: str, specs: Specs) -> Specs:

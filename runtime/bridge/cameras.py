@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from emulator.errors import one_line
 from runtime.bridge.frames import Ring, Slot
 from runtime.bridge.metrics import CameraStats
 from runtime.media.camera import CameraSource
@@ -154,7 +155,7 @@ class CameraFeed:
                 if slot is not None and slot.array is not image:
                     np.copyto(slot.array, image)
         except Exception as error:
-            message = " ".join(str(error).split()) or type(error).__name__
+            message = one_line(error)
             with self.cond:
                 for ring, slot in zip(self.rings, slots, strict=True):
                     if slot is not None:

@@ -20,12 +20,12 @@ __all__ = [
     "CodeNodeSpec",
     "FrameSink",
     "InterfaceSpec",
+    "LeasedChannel",
     "LendingModelCaller",
     "ModelCaller",
     "ModelDescriptorSpec",
     "ModelInputSpec",
-    "ModelLease",
-    "ModelSpec",
+    "ModelNodeSpec",
     "ParamValue",
     "PlanSpec",
     "PortSpec",
@@ -91,7 +91,7 @@ class ModelDescriptorSpec(Protocol):
     def inputs(self) -> Sequence[ModelInputSpec]: ...
 
 
-class ModelSpec(Protocol):
+class ModelNodeSpec(Protocol):
     """A model node of the plan (``emulator.plan.ModelPlan``)."""
 
     @property
@@ -108,7 +108,7 @@ class PlanSpec(Protocol):
     def code_nodes(self) -> Sequence[CodeNodeSpec]: ...
 
     @property
-    def models(self) -> Sequence[ModelSpec]: ...
+    def models(self) -> Sequence[ModelNodeSpec]: ...
 
 
 class ModelCaller(Protocol):
@@ -134,7 +134,7 @@ class CallTally(Protocol):
     def last_error(self) -> tuple[float, str] | None: ...
 
 
-class ModelLease(Protocol):
+class LeasedChannel(Protocol):
     """A channel to the model server whose shared memory is a memfd an app maps
     (``runtime.models.ModelLease``); it also lends the app channels of its own to the model server."""
 
@@ -164,7 +164,7 @@ class ModelLease(Protocol):
 class LendingModelCaller(ModelCaller, Protocol):
     """A model caller that also lends channels whose shared memory the app maps (``ModelHost``)."""
 
-    def lease(self, size: int) -> ModelLease: ...
+    def lease(self, size: int) -> LeasedChannel: ...
 
 
 class FrameSink(Protocol):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from emulator.errors import one_line
 from runtime.bridge.calls import CallBuffer, LeasedCallBuffer, call_buffer
 from runtime.bridge.contracts import CallTally, CodeNodeSpec, ModelCaller
 from runtime.bridge.frames import Ring, Slot, SlotPool
@@ -31,19 +32,13 @@ from runtime.bridge.metrics import NodeStats
 from runtime.media.overlay import Output
 from runtime.sdk.panoramasdk import _protocol as P
 
-__all__ = ["Deliver", "NodeServer", "one_line"]
+__all__ = ["Deliver", "NodeServer"]
 
 Deliver = Callable[[str, str, list[Output]], bool]
 """``deliver(node, port, outputs) -> shown``: shows put frames on the node's sinks."""
 
 _JOIN_TIMEOUT = 2.0
 _log = logging.getLogger(__name__)
-
-
-def one_line(error: BaseException) -> str:
-    """``str(error)`` on one line (the type name when empty); KeyError's quotes removed."""
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return " ".join(text.split()) or type(error).__name__
 
 
 class _Session:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ __all__ = [
     "backends",
     "find_files",
     "map_input_names",
-    "one_line",
     "register",
     "select_backend",
 ]
@@ -411,30 +409,3 @@ def map_input_names(spec: ModelSpec, model_names: Sequence[str]) -> dict[str, st
             file=str(spec.path),
         )
     return dict(zip(declared, model_names, strict=True))
-
-
-def one_line(error: BaseException) -> str:
-    """Reduce an exception from a framework to one line a person can read.
-
-    Framework errors are often multi-line (TorchScript and OpenCV put the actual cause on the last line).
-
-    Args:
-        error: any exception.
-
-    Returns:
-        ``Type: message`` on one line, at most 400 characters.
-    """
-    if isinstance(error, ModelError):
-        return error.message
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    if _ERROR_LINE.match(text):
-        # The framework already says which error it was (TorchScript: "builtins.ValueError: ...").
-        message = text.removeprefix("builtins.")
-    else:
-        kind = type(error).__name__
-        message = f"{kind}: {text}" if text else kind
-    return message if len(message) <= 400 else message[:397] + "..."
-
-
-_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception): ")

@@ -1,8 +1,8 @@
 """The checks of a model call's inputs against the model node's descriptor, one definition for every caller.
 
 :meth:`runtime.models.ModelHost.call` checks arrays in the appliance; an app's call on its own channel is
-checked in the model server (:mod:`runtime.models.appcalls`), where the inputs already lie in the channel's
-shared memory. Both say the same thing about the same mistake, naming the model node.
+checked in the model server (:class:`runtime.models.serving.AppChannel`), where the inputs already lie in
+the channel's shared memory. Both say the same thing about the same mistake, naming the model node.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from emulator.errors import ModelError
-from runtime.models.base import Backend, ModelSpec, find_files, map_input_names, one_line, register
+from emulator.errors import ModelError, one_line
+from runtime.models.base import Backend, ModelSpec, find_files, map_input_names, register
 
 __all__ = ["DlrBackend"]
 
@@ -42,7 +42,7 @@ class DlrBackend(Backend):
             self._model: Any = dlr.DLRModel(str(spec.path), "cpu", 0)
         except Exception as error:
             raise ModelError(
-                f"{spec.path} is not a Neo-compiled model DLR can load here: {one_line(error)}"
+                f"{spec.path} is not a Neo-compiled model DLR can load here: {one_line(error, named=True)}"
             ) from None
         self._names = map_input_names(spec, list(self._model.get_input_names()))
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from emulator.errors import ModelError
-from runtime.models.base import Backend, ModelSpec, find_files, one_line, register
+from emulator.errors import ModelError, one_line
+from runtime.models.base import Backend, ModelSpec, find_files, register
 
 __all__ = ["MxnetBackend"]
 
@@ -51,7 +51,9 @@ class MxnetBackend(Backend):
                 str(spec.path), list(spec.input_names), str(params), ctx=mxnet.cpu()
             )
         except Exception as error:
-            raise ModelError(f"{spec.path.name} is not a model mxnet can import: {one_line(error)}") from None
+            raise ModelError(
+                f"{spec.path.name} is not a model mxnet can import: {one_line(error, named=True)}"
+            ) from None
         if spec.fp16:
             self._block.cast("float16")
 

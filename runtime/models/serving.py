@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emulator.errors import ModelError
-from runtime.models.base import Backend, ModelSpec, backend_class, one_line
+from emulator.errors import ModelError, one_line
+from runtime.models.base import Backend, ModelSpec, backend_class
 from runtime.models.checks import PlacedInput, check_placed
 from runtime.models.protocol import SharedBuffer, layout
 from runtime.models.server import Meta, Placed
@@ -145,7 +145,7 @@ def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer)
         placed = run_call(models[node], buffer, inputs)
         reply = ("ok", buffer.size, placed)
     except BaseException as error:
-        reply = ("error", one_line(error))
+        reply = ("error", one_line(error, named=True))
     return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -200,7 +200,7 @@ class AppChannel:
         except _Refused as refused:
             kind, error = refused.kind, refused.message
         except Exception as fault:  # e.g. JSON nested too deep to parse: the app's, not the server's
-            kind, error = P.ERR_PROTOCOL, f"bad model call message: {one_line(fault)}"
+            kind, error = P.ERR_PROTOCOL, f"bad model call message: {one_line(fault, named=True)}"
         else:
             self._tally.finish(0, time.perf_counter() - started)
             return answer
@@ -216,7 +216,7 @@ class AppChannel:
         try:
             answer = self._run(plan, buffer)
         except ModelError as failure:
-            message = _said(failure)  # names the node, as the appliance's messages do
+            message = one_line(failure)  # names the node, as the appliance's messages do
             self._nodes.finish(plan.row, time.perf_counter() - started, message)
             raise _Refused(P.ERR_MODEL, message) from None
         self._nodes.finish(plan.row, time.perf_counter() - started)
@@ -228,7 +228,7 @@ class AppChannel:
         try:
             header = P.decode_call(request)
         except P.ProtocolError as error:
-            raise _Refused(P.ERR_PROTOCOL, _said(error)) from None
+            raise _Refused(P.ERR_PROTOCOL, one_line(error)) from None
         node = header.get("model")
         if not isinstance(node, str) or node not in self._allowed:
             raise _Refused(P.ERR_KEY, f"model node {node!r} is not in the application graph")
@@ -238,14 +238,14 @@ class AppChannel:
         try:
             inputs = _placed(header.get("inputs"))
         except P.ProtocolError as error:
-            raise _Refused(P.ERR_VALUE, f"bad inputs for model node {node}: {_said(error)}") from None
+            raise _Refused(P.ERR_VALUE, f"bad inputs for model node {node}: {one_line(error)}") from None
         row = self._rows[node]
         # The file's own size: the app may have grown it, and a size it claims could lie.
         buffer.follow(os.fstat(buffer.fd).st_size)
         try:
             meta = check_placed(node, self._declared[node], model.dtypes, buffer, inputs)
         except ModelError as failure:
-            message = _said(failure)
+            message = one_line(failure)
             self._nodes.start(row)
             self._nodes.finish(row, 0.0, message)
             raise _Refused(P.ERR_MODEL, message) from None
@@ -270,7 +270,7 @@ class AppChannel:
                     return plan.answer
                 placed, views = _place_outputs(outputs, buffer, plan.end)
         except Exception as error:
-            raise ModelError(f"the model failed: {one_line(error)}", node=plan.node) from None
+            raise ModelError(f"the model failed: {one_line(error, named=True)}", node=plan.node) from None
         specs = [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in placed]
         answer = P.encode_call({"op": P.OP_RESULT, "outputs": specs, "size": buffer.size})
         if plan is self._plan and buffer.size == plan.size:
@@ -300,10 +300,6 @@ def _same_layout(outputs: list[np.ndarray], views: list[np.ndarray]) -> bool:
         output.shape == view.shape and output.dtype.kind in "biuf"
         for output, view in zip(outputs, views, strict=True)
     )
-
-
-def _said(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def _placed(specs: object) -> list[PlacedInput]:

@@ -1,11 +1,11 @@
 """Call counters that the model server keeps in shared memory, for calls the appliance does not see.
 
-An app calls model nodes straight on its own channel to the model server (see :mod:`runtime.models.appcalls`),
-so the appliance learns of those calls from counters the model server updates before it answers: a memfd
-the appliance makes and keeps (the app never gets it), mapped by both processes. Each row counts the calls
-and failed calls of one model node (or, for an app connection, of one connection) and keeps the latency of
-the last :data:`RING` calls; the last error message is kept with the time it happened. The counters outlive
-a model server that dies: a new one maps the same file.
+An app calls model nodes straight on its own channel to the model server (see
+:class:`runtime.models.serving.AppChannel`), so the appliance learns of those calls from counters the model
+server updates before it answers: a memfd the appliance makes and keeps (the app never gets it), mapped by
+both processes. Each row counts the calls and failed calls of one model node (or, for an app connection, of
+one connection) and keeps the latency of the last :data:`RING` calls; the last error message is kept with the
+time it happened. The counters outlive a model server that dies: a new one maps the same file.
 
 Only the model server writes (under its own lock); the appliance reads without locking, so a figure read
 while a call finishes may lag that call.

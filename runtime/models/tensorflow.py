@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from emulator.errors import ModelError
-from runtime.models.base import Backend, ModelSpec, find_files, map_input_names, one_line, register
+from emulator.errors import ModelError, one_line
+from runtime.models.base import Backend, ModelSpec, find_files, map_input_names, register
 from runtime.models.onnx import opencv_message
 
 __all__ = ["OpenCvTensorflowBackend", "SavedModelBackend"]
@@ -139,7 +139,7 @@ class SavedModelBackend(Backend):
             self._function: Any = self._loaded.signatures["serving_default"]
         except Exception as error:
             raise ModelError(
-                f"{spec.path} is not a SavedModel tensorflow can serve: {one_line(error)}"
+                f"{spec.path} is not a SavedModel tensorflow can serve: {one_line(error, named=True)}"
             ) from None
         _, keywords = self._function.structured_input_signature
         self._names = map_input_names(spec, sorted(keywords))

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from emulator.errors import ModelError
-from runtime.models.base import Backend, ModelSpec, find_files, one_line, register
+from emulator.errors import ModelError, one_line
+from runtime.models.base import Backend, ModelSpec, find_files, register
 
 __all__ = ["TorchScriptBackend"]
 
@@ -61,7 +61,7 @@ class TorchScriptBackend(Backend):
         except Exception as error:
             raise ModelError(
                 f"{self.spec.path.name} is not a TorchScript model (save one with torch.jit.save of a traced "
-                f"or scripted module): {one_line(error)}"
+                f"or scripted module): {one_line(error, named=True)}"
             ) from None
         return module.eval()
 
@@ -80,7 +80,7 @@ class TorchScriptBackend(Backend):
                 self._module = self._load()
                 self.notes.append(
                     "precisionMode FP16 is not supported by this model on the CPU "
-                    f"({one_line(error)}); it runs in FP32"
+                    f"({one_line(error, named=True)}); it runs in FP32"
                 )
         super().warm_up(inputs)
 

@@ -19,7 +19,8 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 
-from runtime.models.base import ModelSpec, one_line
+from emulator.errors import one_line
+from runtime.models.base import ModelSpec
 from runtime.models.dispatch import Dispatcher
 from runtime.models.protocol import SharedBuffer, receive, send
 from runtime.models.serving import AppChannel, LoadedModel, answer, load_model
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             models[spec.node] = load_model(spec)
         except BaseException as error:
             traceback.print_exc()
-            send(control, ("failed", spec.node, one_line(error)))
+            send(control, ("failed", spec.node, one_line(error, named=True)))
             return 1
     ready = {
         node: ({name: dtype.str for name, dtype in model.dtypes.items()}, list(model.backend.notes))
