@@ -1,6 +1,7 @@
 """panorama-emulator: an AWS Panorama appliance on a developer's Linux machine."""
 
-from typing import TYPE_CHECKING, Any
+# Imported under a private name: everything public here is in __all__ (tests/test_exports.py).
+import typing as _typing
 
 from emulator.errors import (
     AssetError,
@@ -17,7 +18,7 @@ from emulator.errors import (
     UnsafeArchiveError,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from emulator.device.appliance import Appliance
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # The appliance pulls in the device and runtime modules: import it on first use only.
     if name == "Appliance":
         from emulator.device.appliance import Appliance
