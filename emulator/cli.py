@@ -219,6 +219,13 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Share the host's network with the app, or give it none.",
 )
+@click.option(
+    "--quiet-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Lockstep: most SECONDS to wait after frame N for every app to ask for its next frame.",
+)
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -235,6 +242,7 @@ def run_command(
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
+    quiet_timeout: float,
     build: bool,
 ) -> None:
     """Power the appliance on, run the application, and shut down.
@@ -272,12 +280,19 @@ def run_command(
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         summary_json=Path(summary_json) if summary_json else None,
         network=network,
+        quiet_timeout=quiet_timeout,
         build=build,
         say=lambda line: err_console.print(line, markup=False, highlight=False),
     )
     err_console.print(
         f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
         f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        markup=False,
+        highlight=False,
+    )
+    end = summary.get("end")
+    err_console.print(
+        str(end.get("note")) if isinstance(end, dict) else "",
         markup=False,
         highlight=False,
     )
