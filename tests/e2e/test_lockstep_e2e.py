@@ -34,6 +34,7 @@ from _e2e_helpers import (
 
 from emulator import Appliance
 
+pytest_plugins = ["pytester"]
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 CLI = str(Path(sys.executable).parent / "panorama-emulator")
@@ -168,3 +169,47 @@ def test_an_app_that_never_asks_again_ends_after_the_stated_wait(
     note = f"{CODE_NODE} did not come back to get() within 1.5 s after frame {LOCKSTEP_FRAMES}"
     assert end["note"].startswith(note)
     assert note in " ".join(done.stderr.split())
+
+
+def test_the_pytest_plugin_run_frames_returns_once_the_app_is_quiet(
+    pytester: pytest.Pytester, sdk_probe_project: Path, e2e_state_dir: Path
+) -> None:
+    counted, stops = probe_graph(sdk_probe_project, "counted"), probe_graph(sdk_probe_project, "lockstep")
+    pytester.makepyfile(
+        test_counted=f"""
+        import pytest
+
+        @pytest.fixture
+        def panorama_graph():
+            return {str(counted)!r}
+
+        def test_storage_says_n_after_run_frames(panorama_app):
+            done = panorama_app.storage("frames_done")
+            for total, more in ((1, 1), (8, 7), (13, 5)):
+                assert panorama_app.run_frames(more) == total
+                assert done.read_text() == str(total)
+            labels = panorama_app.hdmi.labels()
+            assert "probe 13" in labels and "probe 14" not in labels
+        """,
+        test_stops=f"""
+        import pytest
+        from emulator.pytest_plugin import PanoramaNotQuiet
+
+        @pytest.fixture
+        def panorama_graph():
+            return {str(stops)!r}
+
+        @pytest.fixture
+        def panorama_appliance_options():
+            return {{"quiet_timeout": 0.5}}
+
+        def test_an_app_that_never_asks_again_is_a_warning(panorama_app):
+            with pytest.warns(PanoramaNotQuiet, match="did not come back to get"):
+                assert panorama_app.run_frames({LOCKSTEP_FRAMES}) == {LOCKSTEP_FRAMES}
+        """,
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-q", f"--panorama-project={sdk_probe_project}",
+        f"--panorama-state-dir={e2e_state_dir}", f"--panorama-device={DEVICE}", timeout=900,
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
