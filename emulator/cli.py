@@ -200,7 +200,11 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NODE=SOURCE",
     help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
 )
-@click.option("--frames", type=click.IntRange(min=1), help="Stop after the HDMI output received N outputs.")
+@click.option(
+    "--frames",
+    type=click.IntRange(min=1),
+    help="Stop after the HDMI output received N outputs (lockstep: once the app has finished frame N).",
+)
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after SECONDS.")
 @click.option(
     "--mode",
