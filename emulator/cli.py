@@ -200,7 +200,11 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     metavar="NODE=SOURCE",
     help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
 )
-@click.option("--frames", type=click.IntRange(min=1), help="Stop after the HDMI output received N outputs.")
+@click.option(
+    "--frames",
+    type=click.IntRange(min=1),
+    help="Stop after the HDMI output received N outputs (lockstep: once the app has finished frame N).",
+)
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after SECONDS.")
 @click.option(
     "--mode",
@@ -219,6 +223,13 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Share the host's network with the app, or give it none.",
 )
+@click.option(
+    "--quiet-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Lockstep: most SECONDS to wait after frame N for every app to ask for its next frame.",
+)
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -235,6 +246,7 @@ def run_command(
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
+    quiet_timeout: float,
     build: bool,
 ) -> None:
     """Power the appliance on, run the application, and shut down.
@@ -272,12 +284,19 @@ def run_command(
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         summary_json=Path(summary_json) if summary_json else None,
         network=network,
+        quiet_timeout=quiet_timeout,
         build=build,
         say=lambda line: err_console.print(line, markup=False, highlight=False),
     )
     err_console.print(
         f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
         f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        markup=False,
+        highlight=False,
+    )
+    end = summary.get("end")
+    err_console.print(
+        str(end.get("note")) if isinstance(end, dict) else "",
         markup=False,
         highlight=False,
     )

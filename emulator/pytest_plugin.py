@@ -29,6 +29,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PanoramaApp",
+    "PanoramaNotQuiet",
     "PanoramaTimeout",
     "panorama_app",
     "panorama_appliance_options",
@@ -65,6 +67,10 @@ _LOG_LINES = 40
 
 class PanoramaTimeout(AssertionError):
     """What a test waited for did not happen in time (a test failure, not an error)."""
+
+
+class PanoramaNotQuiet(UserWarning):
+    """``run_frames`` returned while an app was still working on its last frame (it never asked again)."""
 
 
 # --- options -----------------------------------------------------------------------------------------------
@@ -280,6 +286,12 @@ class PanoramaApp:
     def run_frames(self, n: int, timeout: float | None = None) -> int:
         """Let the app put ``n`` more frames on the HDMI output.
 
+        In lockstep mode (the default) the camera then holds, and this returns once the app is quiet
+        after the ``n``-th frame: blocked in its next ``get()`` or exited, so what it saved for that frame
+        is in storage. An app that does not come back to ``get()`` within the appliance's
+        ``quiet_timeout`` (10 s; set it in ``panorama_appliance_options``) gets a ``PanoramaNotQuiet``
+        warning and the call returns anyway. In realtime mode it returns at the ``n``-th output.
+
         Args:
             n: frames to wait for, counted from now.
             timeout: seconds at most (default: ``panorama_timeout``).
@@ -296,6 +308,9 @@ class PanoramaApp:
         if not self.appliance.wait_for_frames(start + n, timeout=limit):
             got = self.frames() - start
             raise PanoramaTimeout(f"the HDMI output received {got} of {n} frames in {limit:g} s")
+        point = self.appliance.quiet_point
+        if point is not None and not point.quiet:
+            warnings.warn(PanoramaNotQuiet(point.note), stacklevel=2)
         return self.frames()
 
     def wait_until(

@@ -9,6 +9,7 @@ restarted with backoff when it ends. Storage and logs stay from one boot to the 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ from emulator.plan import AppPlan, CodeNodePlan, ModelPlan, plan_application
 from emulator.project import Project
 
 if TYPE_CHECKING:
-    from emulator.device.runtime_link import BootRuntime
+    from emulator.device.runtime_link import BootRuntime, QuietPoint
 
 __all__ = ["MODES", "NETWORKS", "Appliance"]
 
@@ -100,6 +101,8 @@ class Appliance:
         hdmi_record: an MP4 file that records every screen the HDMI output shows.
         quiet: do not echo app output to the terminal (it still goes to ``console_output``).
         grace_period: seconds between SIGTERM and SIGKILL at shutdown.
+        quiet_timeout: in lockstep, the most seconds ``wait_for_frames`` waits after the last frame for every
+            app to come back to ``get()`` (or exit) before it returns anyway.
         backoff: restart policy for nodes that end.
         inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
         on_line: called with (node, line) for every line the apps print, whether quiet or not.
@@ -126,6 +129,7 @@ class Appliance:
         hdmi_record: str | Path | None = None,
         quiet: bool = False,
         grace_period: float = 3.0,
+        quiet_timeout: float = 10.0,
         backoff: Backoff | None = None,
         inbound_host: str = "127.0.0.1",
         on_line: Callable[[str, str], None] | None = None,
@@ -135,6 +139,8 @@ class Appliance:
             raise DeviceError(f"mode must be lockstep or realtime, not {mode!r}")
         if network not in NETWORKS:
             raise DeviceError(f"network must be host or none, not {network!r}")
+        if not (quiet_timeout >= 0 and math.isfinite(quiet_timeout)):
+            raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {quiet_timeout}")
         self.project = Project(Path(project_dir))
         self.plan: AppPlan = plan_application(
             self.project,
@@ -154,6 +160,9 @@ class Appliance:
         self.network = network
         self.quiet = quiet
         self.grace_period = grace_period
+        self.quiet_timeout = quiet_timeout
+        self.quiet_point: QuietPoint | None = None
+        """How the last lockstep ``wait_for_frames`` of this boot ended (None before one)."""
         self.backoff = backoff or Backoff()
         self.inbound_host = inbound_host
         self.hdmi_out = Path(hdmi_out) if hdmi_out is not None else None
@@ -316,6 +325,7 @@ class Appliance:
                 check_user_namespaces(launcher.bwrap)
             number = count_boot(self.store.root)
             started = time.monotonic()
+            self.quiet_point = None
             run_dir = self.store.reset_run_dir()
             etc = etc_files(self.store.root, self.device)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
@@ -398,9 +408,15 @@ class Appliance:
     def wait_for_frames(self, n: int, timeout: float | None = None) -> bool:
         """Wait until the HDMI output has received ``n`` outputs in this boot.
 
+        In lockstep mode the cameras make only the frames those outputs need and then hold (until the next
+        ``wait_for_frames`` or ``release_frames``), and once the ``n``-th output is shown this waits, at most
+        ``quiet_timeout`` seconds, until every business-logic node has finished its frame: it is blocked in
+        its next ``get()`` or has exited. ``quiet_point`` then says how the wait ended. In realtime mode it
+        returns at the ``n``-th output (frames may have been dropped and the app may be mid-frame).
+
         Args:
             n: outputs to wait for.
-            timeout: seconds at most; None waits as long as it takes.
+            timeout: seconds at most for the outputs; None waits as long as it takes.
 
         Returns:
             True once ``n`` outputs arrived; False on timeout.
@@ -412,16 +428,35 @@ class Appliance:
         boot = self._require_boot()
         if not self.plan.sinks:
             raise DeviceError(f"application {self.app} has no HDMI output node: no frames to wait for")
+        lockstep = self.mode == "lockstep"
+        if lockstep:
+            boot.runtime.hold_frames(n)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
             if boot.runtime.wait_for_outputs(n, step):
-                return True
-            self.check()
-            if self._boot is not boot:
-                raise DeviceError("the appliance was powered off while waiting for frames")
+                break
+            self._check_boot(boot)
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+        if lockstep:
+            self.quiet_point = boot.runtime.settle(n, self.quiet_timeout, lambda: self._check_boot(boot))
+            if not self.quiet_point.quiet:
+                log.warning("%s", self.quiet_point.note)
+        return True
+
+    def _check_boot(self, boot: _Boot) -> None:
+        self.check()
+        if self._boot is not boot:
+            raise DeviceError("the appliance was powered off while waiting for frames")
+
+    def release_frames(self) -> None:
+        """Lockstep: let the cameras that ``wait_for_frames`` held run on.
+
+        Raises:
+            DeviceError: the appliance is off.
+        """
+        self._require_boot().runtime.release_frames()
 
     def run_for(self, seconds: float) -> None:
         """Keep the appliance running for ``seconds``, watching for a node that crashes at once.

@@ -21,7 +21,7 @@ from emulator.errors import DeviceError, EmulatorError
 from emulator.manifests import load_graph
 from emulator.project import Project
 
-__all__ = ["build_missing_assets", "run_application", "summarize"]
+__all__ = ["build_missing_assets", "end_of_run", "run_application", "summarize"]
 
 
 def build_missing_assets(
@@ -130,6 +130,36 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
     }
 
 
+def end_of_run(
+    appliance: Appliance, metrics: Mapping[str, Any], *, frames: int | None, duration: float | None
+) -> dict[str, object]:
+    """How a run ended, for the summary's ``end``.
+
+    Args:
+        appliance: the appliance after the run.
+        metrics: ``appliance.metrics()`` taken before shutdown.
+        frames: the run's ``--frames``, or None.
+        duration: the run's ``--duration``, or None.
+
+    Returns:
+        ``by`` (``frames``, ``duration`` or ``interrupt``) and a ``note``; a lockstep run of frames adds
+        ``frames``, ``outputs``, ``quiet``, ``busy``, ``waited_s`` and ``quiet_timeout_s``.
+    """
+    point = appliance.quiet_point
+    if frames is not None and point is not None:
+        return {"by": "frames", **point.as_dict()}
+    outputs = metrics.get("frames_out", 0)
+    if frames is not None:
+        note = (
+            f"stopped at HDMI output {outputs} of {frames} asked for (realtime: frames may have been dropped "
+            "and the app was not waited for)"
+        )
+        return {"by": "frames", "frames": frames, "outputs": outputs, "note": note}
+    if duration is not None and math.isfinite(duration):
+        return {"by": "duration", "outputs": outputs, "note": f"stopped after {duration:g} s"}
+    return {"by": "interrupt", "outputs": outputs, "note": "stopped when interrupted"}
+
+
 def _last_hdmi_frame(appliance: Appliance) -> Path | None:
     if not appliance.plan.sinks or appliance.hdmi is None or appliance.hdmi.last_frame is None:
         return None
@@ -171,6 +201,7 @@ def run_application(
     hdmi_record: Path | None = None,
     summary_json: Path | None = None,
     network: str = "host",
+    quiet_timeout: float = 10.0,
     build: bool = False,
     quiet: bool = False,
     say: Callable[[str], None] | None = None,
@@ -181,15 +212,18 @@ def run_application(
         project_dir: the project.
         graph, override, cameras, device, state_dir, hdmi_out, hdmi_record, network, quiet: as for
             ``Appliance``.
-        frames: stop once the HDMI output has received this many outputs.
+        frames: stop once the HDMI output has received this many outputs; in lockstep, once every app
+            has then finished its frame (see ``Appliance.wait_for_frames``).
         duration: stop after this many seconds. With neither, run until interrupted.
         mode: ``lockstep`` or ``realtime``; default lockstep with ``frames``, realtime otherwise.
+        quiet_timeout: in lockstep, the most seconds to wait after the last frame for every app to come
+            back to ``get()``; then the run shuts down anyway and the summary's ``end`` says so.
         summary_json: where to write the run's figures (also written when the run fails, with ``error``).
         build: build missing container assets first.
         say: called with lines of progress.
 
     Returns:
-        The summary (see ``summarize``).
+        The summary (see ``summarize``), with ``end``: how the run ended (see ``end_of_run``).
 
     Raises:
         EmulatorError: bad input, a failed build, a sandbox that cannot start, an app that crashed before
@@ -207,6 +241,7 @@ def run_application(
     appliance = Appliance(
         project_dir, device=device, state_dir=state_dir, graph=graph, override=override, cameras=cameras,
         mode=chosen_mode, network=network, hdmi_out=hdmi_out, hdmi_record=hdmi_record, quiet=quiet,
+        quiet_timeout=quiet_timeout,
     )  # fmt: skip
     if frames is not None and not appliance.plan.sinks:
         raise DeviceError(
@@ -238,6 +273,7 @@ def run_application(
         if appliance.boots and (summary_json is not None or error is None):
             with contextlib.suppress(EmulatorError):
                 summary = summarize(appliance, metrics, seconds=max(0.0, ended - started))
+                summary["end"] = end_of_run(appliance, metrics, frames=frames, duration=duration)
             if error is not None and summary:
                 summary["error"] = str(error) if isinstance(error, EmulatorError) else type(error).__name__
             if summary_json is not None and summary:

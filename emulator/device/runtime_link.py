@@ -2,12 +2,15 @@
 
 ``start_runtime`` opens every camera source, loads the model nodes and starts ``runtime.bridge.Runtime``;
 ``BootRuntime`` stops them all again. The appliance talks to the runtime only through this module.
+``QuietPoint`` is how a lockstep wait for frames ended: every app quiet after the last frame, or not.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,51 @@ from runtime.bridge.runtime import SDK_DIR, Runtime
 from runtime.media.sources import open_source
 from runtime.models import ModelEntry, ModelHost
 
-__all__ = ["BootRuntime", "model_entry", "start_runtime"]
+__all__ = ["BootRuntime", "QuietPoint", "model_entry", "start_runtime"]
+
+
+@dataclass(frozen=True)
+class QuietPoint:
+    """How a lockstep wait for ``frames`` HDMI outputs ended.
+
+    Attributes:
+        frames: the outputs asked for.
+        outputs: the outputs the HDMI sink had when the wait ended.
+        quiet: True when every business-logic node was then blocked in its next ``get()`` or had exited.
+        busy: the nodes that were still working when the wait gave up.
+        waited_s: seconds waited after the last output for the apps to be quiet.
+        quiet_timeout_s: the most seconds that wait may last.
+    """
+
+    frames: int
+    outputs: int
+    quiet: bool
+    busy: tuple[str, ...]
+    waited_s: float
+    quiet_timeout_s: float
+
+    @property
+    def note(self) -> str:
+        """One line saying where the run ended."""
+        if self.quiet:
+            return f"ended at a quiet point: every app finished frame {self.outputs} and asked for the next"
+        nodes = ", ".join(self.busy)
+        return (
+            f"{nodes} did not come back to get() within {self.quiet_timeout_s:g} s after frame "
+            f"{self.outputs}: shut down while it was still working"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as JSON-able data, with its ``note``."""
+        return {
+            "frames": self.frames,
+            "outputs": self.outputs,
+            "quiet": self.quiet,
+            "busy": list(self.busy),
+            "waited_s": round(self.waited_s, 3),
+            "quiet_timeout_s": self.quiet_timeout_s,
+            "note": self.note,
+        }
 
 
 class BootRuntime:
@@ -48,6 +95,40 @@ class BootRuntime:
     def wait_for_outputs(self, n: int, timeout: float | None) -> bool:
         """True once ``n`` outputs were delivered; False on timeout or stop."""
         return self.runtime.wait_for_outputs(n, timeout)
+
+    def hold_frames(self, n: int) -> None:
+        """Lockstep: cameras make only the frames ``n`` outputs of this boot need, then hold."""
+        self.runtime.hold_frames(n)
+
+    def release_frames(self) -> None:
+        """Let held cameras run on."""
+        self.runtime.release_frames()
+
+    def wait_for_quiet(self, timeout: float | None) -> bool:
+        """True once every code node waits in ``get()`` with nothing to take, or has exited."""
+        return self.runtime.wait_for_quiet(timeout)
+
+    def settle(self, frames: int, quiet_timeout: float, check: Callable[[], None]) -> QuietPoint:
+        """Wait at most ``quiet_timeout`` s for every code node to be quiet after the last output.
+
+        Args:
+            frames: the outputs that were waited for.
+            quiet_timeout: the most seconds to wait.
+            check: called between waits; raises to stop waiting (a crashed node, a power-off).
+
+        Returns:
+            How the wait ended.
+        """
+        started = time.monotonic()
+        deadline = started + quiet_timeout
+        while True:
+            quiet = self.runtime.wait_for_quiet(max(0.0, min(0.1, deadline - time.monotonic())))
+            if quiet or time.monotonic() >= deadline:
+                break
+            check()
+        busy = () if quiet else tuple(self.runtime.busy_nodes())
+        waited = time.monotonic() - started
+        return QuietPoint(frames, self.runtime.frames_out, quiet, busy, waited, quiet_timeout)
 
     def metrics(self) -> dict[str, object]:
         """The runtime's figures (nodes, cameras, frames out)."""

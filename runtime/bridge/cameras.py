@@ -2,7 +2,8 @@
 
 - ``lockstep``: the camera reads its next frame only once every ring has handed its pending frame to the
   app, so each app sees every frame, in order, and a run is reproducible. Rings of nodes that do not start
-  at boot (``onDemand``, ``onSignal``) count only once their app has connected.
+  at boot (``onDemand``, ``onSignal``) count only once their app has connected. A ``limit`` holds the
+  camera after that many frames of the boot (a run of N frames ends there).
 - ``realtime``: the camera produces at its ``fps`` (a live stream at its own pace) whatever the apps do; a
   ring queues a couple of frames for an app that is late; beyond that the oldest is dropped and counted.
 """
@@ -63,6 +64,7 @@ class CameraFeed:
         self.cond = cond
         self.stats = stats
         self.paused = False
+        self.limit: int | None = None
         self._stopping = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -94,6 +96,17 @@ class CameraFeed:
         self.cond.notify_all()
         self._wake.set()
 
+    def set_limit(self, limit: int | None) -> None:
+        """Lockstep: make no frame beyond the ``limit``-th of this boot (None: no limit); lock held."""
+        self.limit = limit
+        self.cond.notify_all()
+        self._wake.set()
+
+    @property
+    def at_limit(self) -> bool:
+        """True when a limit holds the camera now (condition held)."""
+        return not self.realtime and self.limit is not None and self.stats.produced >= self.limit
+
     # --- the thread --------------------------------------------------------------------------------------
 
     def _ready(self) -> bool:
@@ -103,6 +116,8 @@ class CameraFeed:
             return False
         if self.realtime:
             return True
+        if self.at_limit:
+            return False
         pacing = [ring for ring in self.rings if ring.paces()]
         # No app that counts yet: hold one frame ready rather than spin.
         return bool(pacing) and not any(ring.pending for ring in pacing)

@@ -225,6 +225,9 @@ class Runtime:
     def wait_for_outputs(self, n: int, timeout: float | None) -> bool:
         """Wait until at least ``n`` outputs have been delivered.
 
+        While cameras are held (:meth:`hold_frames`) and every node is quiet short of ``n`` outputs (an app
+        that does not put one output per frame), the hold is moved on by the outputs still missing.
+
         Args:
             n: the number of outputs to wait for.
             timeout: seconds to wait at most (None: until done or stopped).
@@ -232,9 +235,60 @@ class Runtime:
         Returns:
             True when ``frames_out >= n``; False on timeout or when the runtime stops.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: self._frames_out >= n or self._stopped, timeout)
+            while self._frames_out < n and not self._stopped:
+                held = [feed for feed in self._feeds.values() if feed.limit is not None and feed.rings]
+                if held and all(feed.at_limit and not feed.paused for feed in held) and not self._busy():
+                    for feed in held:
+                        feed.set_limit(feed.stats.produced + n - self._frames_out)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
             return self._frames_out >= n
+
+    def hold_frames(self, n: int) -> None:
+        """Lockstep: let each camera make only the frames that ``n`` outputs of this boot need, then hold.
+
+        A camera already past that stops where it is. Realtime cameras are never held.
+
+        Args:
+            n: the outputs the frames are for (one frame of each camera per output).
+        """
+        if self.mode != "lockstep":
+            return
+        with self._cond:
+            for feed in self._feeds.values():
+                feed.set_limit(max(n, feed.stats.produced))
+
+    def release_frames(self) -> None:
+        """Let held cameras run on."""
+        with self._cond:
+            for feed in self._feeds.values():
+                feed.set_limit(None)
+
+    def busy_nodes(self) -> list[str]:
+        """The code nodes that are not quiet: neither waiting in ``get`` for a frame that is not there, nor
+        gone (a node that starts at boot and has not connected yet is busy)."""
+        with self._cond:
+            return self._busy()
+
+    def wait_for_quiet(self, timeout: float | None) -> bool:
+        """Wait until every code node is quiet (see :meth:`busy_nodes`).
+
+        Args:
+            timeout: seconds to wait at most (None: until quiet or stopped).
+
+        Returns:
+            True when every node is quiet; False on timeout or when the runtime stops.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopped or not self._busy(), timeout)
+            return not self._stopped and not self._busy()
+
+    def _busy(self) -> list[str]:
+        return [name for name, server in self._servers.items() if not server.quiet]
 
     def pause_camera(self, name: str) -> None:
         """Stop a camera: it delivers nothing until resumed (a ``get`` on it alone blocks or times out).

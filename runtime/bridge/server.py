@@ -48,6 +48,7 @@ class _Session:
         self.held: collections.Counter[int] = collections.Counter()
         self.socks: list[socket.socket] = []
         self.closed = False
+        self.waiting: list[list[Ring]] = []  # the rings of each blocked get
 
 
 class NodeServer:
@@ -103,6 +104,17 @@ class NodeServer:
         self._threads: set[threading.Thread] = set()
         self._conns: set[socket.socket] = set()
         self._stopping = False
+        self._required = getattr(spec, "launch", "onAppStart") == "onAppStart"
+
+    @property
+    def quiet(self) -> bool:
+        """True when the app waits in ``get`` for a frame that is not there, or has gone; a node that starts
+        at boot and has not connected yet is not quiet (condition held)."""
+        session = self._current
+        if session is None or session.closed:
+            return self.stats.sessions > 0 or not self._required
+        # A get just handed a frame may not have woken up yet: it counts only while its rings have nothing.
+        return bool(session.waiting) and not any(self._ready(rings) for rings in session.waiting)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -356,29 +368,38 @@ class NodeServer:
             return
         deadline = None if timeout is None else time.monotonic() + max(0.0, float(timeout))
         fds: list[int] = []
+        waiting = False
         with self.cond:
-            while True:
-                if session.closed or self._stopping:
-                    reply: dict[str, Any] = {
-                        "op": P.OP_ERROR,
-                        "kind": P.ERR_CLOSED,
-                        "message": "the appliance is shutting down",
-                    }
-                    break
-                if self._ready(rings):
-                    reply = self._take(session, rings, mapped, fds)
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    paused = [ring.camera for ring in rings if ring.paused]
-                    why = f" (paused: {', '.join(paused)})" if paused else ""
-                    reply = {
-                        "op": P.OP_ERROR,
-                        "kind": P.ERR_TIMEOUT,
-                        "message": f"no frame on {port} within {float(timeout or 0):g} s{why}",
-                    }
-                    break
-                self.cond.wait(remaining)
+            try:
+                while True:
+                    if session.closed or self._stopping:
+                        reply: dict[str, Any] = {
+                            "op": P.OP_ERROR,
+                            "kind": P.ERR_CLOSED,
+                            "message": "the appliance is shutting down",
+                        }
+                        break
+                    if self._ready(rings):
+                        reply = self._take(session, rings, mapped, fds)
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        paused = [ring.camera for ring in rings if ring.paused]
+                        why = f" (paused: {', '.join(paused)})" if paused else ""
+                        reply = {
+                            "op": P.OP_ERROR,
+                            "kind": P.ERR_TIMEOUT,
+                            "message": f"no frame on {port} within {float(timeout or 0):g} s{why}",
+                        }
+                        break
+                    if not waiting:
+                        waiting = True
+                        session.waiting.append(rings)
+                        self.cond.notify_all()  # whoever waits for the app to be quiet
+                    self.cond.wait(remaining)
+            finally:
+                if waiting:
+                    session.waiting.remove(rings)
         try:
             P.send_message(conn, reply, fds=fds)
         finally:

@@ -64,6 +64,7 @@ def write_mode_graphs(root: Path) -> None:
         "multicam": {"mode_param": "multicam"},
         "lockstep": {"mode_param": "lockstep", "count_param": LOCKSTEP_FRAMES},
         "steady": {"mode_param": "steady"},
+        "counted": {"mode_param": "counted"},
     }
     for mode, changes in values.items():
         graph = json.loads(json.dumps(base))
@@ -110,7 +111,7 @@ def probe_appliance(project: Path, state_dir: Path, probe_mode: str, **options: 
     Args:
         project: the built probe project.
         state_dir: the device state directory.
-        probe_mode: the probe's behaviour (``sdk``, ``multicam``, ``lockstep``, ``steady``).
+        probe_mode: the probe's behaviour (``sdk``, ``multicam``, ``lockstep``, ``steady``, ``counted``).
         options: more ``Appliance`` options (``mode``, ``cameras``, ``override``...).
 
     Returns:

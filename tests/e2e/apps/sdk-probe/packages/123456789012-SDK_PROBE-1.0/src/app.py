@@ -7,7 +7,9 @@ Every report is one line on stdout, ``e2e-report {json}``, which the tests read 
   then frames forever with ``get(timeout=1)`` so that a paused camera shows up as a timeout;
 - ``multicam``: one report per batch (stream ids, is_cached, shapes, time stamps);
 - ``lockstep``: ``count`` frames drawn with state carried from frame to frame, then it stops taking frames;
-- ``steady``: frames forever, each held for a moment before it is put (so a kill lands mid-frame).
+- ``steady``: frames forever, each held for a moment before it is put (so a kill lands mid-frame);
+- ``counted``: frames forever, each labelled ``probe <k>`` (k counts this boot's frames from 1); after each
+  put it finishes the frame's work and saves ``frames_done`` (k) to storage, as apps that count then save do.
 
 Python 3.8, numpy and the SDK only.
 """
@@ -243,6 +245,24 @@ class Probe(panoramasdk.node):
                 held[index][:40, :40] = 255
                 stream.add_label("steady", 0.05, 0.05)
             self.outputs.video_out.put(streams)
+
+    # --- counted -------------------------------------------------------------------------------------------
+
+    def run_counted(self):
+        done = 0
+        path = "/opt/aws/panorama/storage/frames_done"
+        while True:
+            streams = self.inputs.video_in.get()
+            done += 1
+            for stream in streams:
+                stream.add_label(f"probe {done}", 0.05, 0.05)
+            self.outputs.video_out.put(streams)
+            time.sleep(0.05)  # the rest of the frame's work, after the put
+            with open(path + ".tmp", "w") as file:
+                file.write(str(done))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(path + ".tmp", path)
 
 
 def main():
