@@ -52,16 +52,24 @@ def main() -> None:
 
 @main.command("base-image")
 @click.option("--force", is_flag=True, help="Rebuild even if up to date (the cached rootfs is reused).")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="REF",
+    help="Also tag the stand-in as REF (repeatable), for a Dockerfile that builds FROM another base.",
+)
 @reports_errors
-def base_image(force: bool) -> None:
+def base_image(force: bool, tags: tuple[str, ...]) -> None:
     """Build the offline stand-in for public.ecr.aws/panorama/panorama-application.
 
-    Tags latest, 1.2.0-py3.8 and 1.2.1-arm64v8 (all of the host's architecture) from a Debian rootfs made with
-    debootstrap (needs root the first time; cached afterwards). No container registry is used.
+    Tags latest, 1.1.0-arm64v8, 1.2.0-py3.8 and 1.2.1-arm64v8, and .../sdkv1/python3.8/aarch64:latest (all of
+    the host's architecture), from a Debian rootfs made with debootstrap (needs root the first time; cached
+    afterwards). No container registry is used.
     """
     from emulator.builder.base_image import ensure_base_image
 
-    ensure_base_image(force=force)
+    ensure_base_image(force=force, tags=tags)
 
 
 def _print_tail(error: EmulatorError) -> None:

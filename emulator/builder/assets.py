@@ -24,7 +24,6 @@ from typing import Any
 
 from rich.console import Console
 
-from emulator.builder.base_image import BASE_IMAGE_REPOSITORY
 from emulator.builder.compress import compress_to_assets, prefetch
 from emulator.builder.docker_build import DockerBuilder, ImageBuilder, PullError
 from emulator.builder.dockerfile import (
@@ -48,6 +47,14 @@ from emulator.builder.package_update import (
 )
 from emulator.builder.report import BuildReporter, export_progress, progress_callback
 from emulator.builder.reproducible import default_epoch, normalise_tar
+from emulator.builder.stand_in import (
+    StandInBases,
+    entry_path_of,
+    failure_hint,
+    missing_hint,
+    python_name_note,
+    python_names_used,
+)
 from emulator.errors import BuildError, EngineError, ProjectError, one_line
 from emulator.project import Project
 
@@ -142,7 +149,12 @@ def _step_line(step: str | None, instructions: Sequence[Instruction]) -> tuple[i
     return line, match.group(3)
 
 
-def _failure(error: BuildError, dockerfile: str, instructions: Sequence[Instruction]) -> BuildError:
+def _failure(
+    error: BuildError,
+    dockerfile: str,
+    instructions: Sequence[Instruction],
+    stand_ins: StandInBases | None = None,
+) -> BuildError:
     """The engine's failure as one line naming Dockerfile:line, the step and the engine's message."""
     line, instruction = _step_line(error.step, instructions)
     engine = one_line(error.message) or "the build failed"
@@ -153,6 +165,8 @@ def _failure(error: BuildError, dockerfile: str, instructions: Sequence[Instruct
         message = engine
     if "exec format error" in " ".join([error.message, *error.log_tail]):
         message += "; " + _arm64_sentence()
+    if stand_ins is not None:
+        message += failure_hint(" ".join([error.message, *error.log_tail]), stand_ins)
     where = f"{dockerfile}:{line}" if line else dockerfile
     return BuildError(message, step=error.step, log_tail=error.log_tail, file=where)
 
@@ -166,32 +180,35 @@ def _build_image(
     dockerfile: str,
     instructions: Sequence[Instruction],
     reporter: BuildReporter,
+    stand_ins: StandInBases,
 ) -> str:
     bases = base_images(instructions)
+    served = stand_ins.sentence()
+    if not pull and served:
+        reporter.say(f"Building with the local image: {served}", "yellow")
     try:
         return builder.build(directory, tag, pull=pull, on_event=reporter)
     except PullError as error:
         missing = [ref for ref in bases if builder.image(ref) is None]
         if not pull or missing or not bases:
-            failure = _failure(error, dockerfile, instructions)
-            hint = ""
-            if any(ref.startswith(BASE_IMAGE_REPOSITORY) for ref in missing):
-                hint = "; build the offline stand-in with: panorama-emulator base-image"
+            failure = _failure(error, dockerfile, instructions, stand_ins)
             if missing:
                 failure.message = (
-                    f"{failure.message}; the engine has no local {', '.join(missing)} either{hint}"
+                    f"{failure.message}; the engine has no local {', '.join(missing)} either; "
+                    + missing_hint(missing)
                 )
             raise failure from error
         reporter.say(
-            f"Cannot pull {', '.join(bases)} ({one_line(error.message)}): building with the local image",
+            f"Cannot pull {', '.join(bases)} ({one_line(error.message)}): building with the local image"
+            + (f": {served}" if served else ""),
             "yellow",
         )
     except BuildError as error:
-        raise _failure(error, dockerfile, instructions) from error
+        raise _failure(error, dockerfile, instructions, stand_ins) from error
     try:
         return builder.build(directory, tag, pull=False, on_event=reporter)
     except BuildError as error:
-        raise _failure(error, dockerfile, instructions) from error
+        raise _failure(error, dockerfile, instructions, stand_ins) from error
 
 
 def _graph_for(project: Project, target: PackageTarget, reporter: BuildReporter) -> GraphFile | None:
@@ -368,6 +385,14 @@ def build_container(
         warnings.append(note)
         reporter.say(f"warning: {note}", "yellow")
 
+    stand_ins = StandInBases.find(builder, base_images(instructions))
+    python_note = python_name_note(
+        python_names_used(instructions, entry_path_of(descriptor.content)), stand_ins.python
+    )
+    if python_note:
+        warnings.append(python_note)
+        reporter.say(python_note, "yellow")
+
     pull = not local_image
     reporter.say(
         f"Building image {asset_name} from {label(target.directory)}"
@@ -383,6 +408,7 @@ def build_container(
         dockerfile=dockerfile_label,
         instructions=instructions,
         reporter=reporter,
+        stand_ins=stand_ins,
     )
     return finish_asset(
         project,

@@ -1,8 +1,9 @@
 """The offline stand-in for ``public.ecr.aws/panorama/panorama-application``.
 
-Package Dockerfiles start ``FROM public.ecr.aws/panorama/panorama-application`` (often with the tag
+Package Dockerfiles start ``FROM public.ecr.aws/panorama/panorama-application`` (often with a tag such as
 ``1.2.0-py3.8``). No container registry is needed here: :func:`ensure_base_image` builds a local image
-under that name, with the tags in :data:`BASE_IMAGE_TAGS`, from Debian packages.
+under every reference published Dockerfiles use (:data:`STAND_IN_REFERENCES`), plus any the user adds with
+``base-image --tag``, from Debian packages.
 
 How it is made:
 
@@ -15,12 +16,16 @@ How it is made:
 2. The tarball is imported into the engine, then a small build adds the host's CA bundle (so that
    ``pip install`` in a package's ``RUN`` step works wherever the host's pip works, also behind a
    TLS-intercepting proxy), an ``/etc/pip.conf`` (``cert`` plus the host's http(s) index and proxy settings),
-   labels and a default ``CMD``.
+   labels, a default ``CMD`` and the Python names of the real images (``python3.8``, ``python3.7``,
+   ``pip3.8``, ``pip3.7``: links to the image's own ``python3`` and ``pip3``). This step's inputs are
+   hashed into the ``configuration`` label, apart from the rootfs recipe, so changing it never runs
+   debootstrap again.
 
 How the stand-in differs from the real image:
 
 - Debian 12 with Python 3.11 and NumPy 1.24, where the real images are Ubuntu 20.04 based with Python 3.8
-  (``1.2.0-py3.8``: Python 3.8.0, NumPy 1.24.3; ``1.2.1-arm64v8``: Python 3.8.10).
+  (``1.2.0-py3.8``: Python 3.8.0, NumPy 1.24.3; ``1.2.1-arm64v8``: Python 3.8.10); ``python3.8`` and
+  ``python3.7`` here are that Python 3.11.
 - Every tag holds the host's architecture; ``1.2.1-arm64v8`` is not an arm64 image here.
 - No CUDA, TensorRT, cuDNN or other Jetson libraries.
 - No ``panoramasdk``: the emulator injects its own SDK into the application's sandbox at run time.
@@ -37,14 +42,16 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import docker
 import docker.errors
+from docker.utils import parse_repository_tag
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -73,23 +80,58 @@ __all__ = [
     "BASE_IMAGE_TAGS",
     "DEBIAN_PACKAGES",
     "DEBIAN_SUITE",
+    "LABEL_CONFIGURATION",
     "LABEL_HOST_CONFIG",
+    "LABEL_PYTHON",
+    "LABEL_PYTHON_NAMES",
     "LABEL_RECIPE",
+    "LABEL_STAND_IN",
     "OPENCV_REQUIREMENT",
+    "PYTHON_NAMES",
     "RECIPE_VERSION",
+    "SDKV1_REPOSITORY",
+    "STAND_IN_REFERENCES",
     "BaseImageError",
     "cache_dir",
     "docker_client",
     "ensure_base_image",
+    "is_stand_in",
+    "normalise_reference",
     "recipe_key",
+    "serving_hint",
 ]
 
 BASE_IMAGE_REPOSITORY = "public.ecr.aws/panorama/panorama-application"
-BASE_IMAGE_TAGS: tuple[str, ...] = ("latest", "1.2.0-py3.8", "1.2.1-arm64v8")
+#: The tags of :data:`BASE_IMAGE_REPOSITORY` that published Dockerfiles name.
+BASE_IMAGE_TAGS: tuple[str, ...] = ("latest", "1.1.0-arm64v8", "1.2.0-py3.8", "1.2.1-arm64v8")
+#: The SDK 1 image that people_counter and kinesis_video_streams build FROM.
+SDKV1_REPOSITORY = f"{BASE_IMAGE_REPOSITORY}/sdkv1/python3.8/aarch64"
+#: Every reference the stand-in is tagged with, whatever ``base-image --tag`` adds.
+STAND_IN_REFERENCES: tuple[str, ...] = (
+    *(f"{BASE_IMAGE_REPOSITORY}:{tag}" for tag in BASE_IMAGE_TAGS),
+    f"{SDKV1_REPOSITORY}:latest",
+)
+#: Interpreter names of the real images, served by the stand-in's own Python (name -> what it links to).
+PYTHON_NAMES: dict[str, str] = {
+    "python3.8": "/usr/bin/python3",
+    "python3.7": "/usr/bin/python3",
+    "pip3.8": "/usr/bin/pip3",
+    "pip3.7": "/usr/bin/pip3",
+}
+_PYTHON_NAMES_DIR = "usr/local/bin"
 
 LABEL_PREFIX = "org.panorama-emulator"
+LABEL_STAND_IN = f"{LABEL_PREFIX}.stand-in"
 LABEL_RECIPE = f"{LABEL_PREFIX}.recipe"
 LABEL_HOST_CONFIG = f"{LABEL_PREFIX}.host-config"
+LABEL_CONFIGURATION = f"{LABEL_PREFIX}.configuration"
+LABEL_PYTHON = f"{LABEL_PREFIX}.python"
+LABEL_PYTHON_NAMES = f"{LABEL_PREFIX}.python-names"
+# What a reference may be: [host[:port]/]path[:tag] in lower case, as `docker tag` accepts it.
+_REFERENCE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
 
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -116,6 +158,63 @@ def docker_client() -> docker.DockerClient:
             "or sudo dockerd) or set DOCKER_HOST"
         ) from None
     return client
+
+
+# --- references ------------------------------------------------------------------------------------------
+
+
+def normalise_reference(reference: str) -> str:
+    """A Docker image reference with its tag made explicit (``NAME`` means ``NAME:latest``).
+
+    Args:
+        reference: as written after FROM or given to ``base-image --tag``.
+
+    Returns:
+        ``repository:tag``.
+
+    Raises:
+        BaseImageError: a digest reference (no tag can stand in for it) or not a valid reference.
+    """
+    text = reference.strip()
+    if "@" in text:
+        raise BaseImageError(
+            f"{text} names an image by digest, which no local tag can stand in for: build FROM a tag "
+            f"(such as {BASE_IMAGE_REPOSITORY}:1.2.0-py3.8), or docker load the real image"
+        )
+    if not _REFERENCE.match(text):
+        raise BaseImageError(f"{text!r} is not a Docker image reference (repository[:tag], lower case)")
+    last = text.rsplit("/", 1)[-1]
+    return text if ":" in last else f"{text}:latest"
+
+
+def is_stand_in(labels: Mapping[str, str] | None) -> bool:
+    """Whether an image carries the stand-in's label (also true of images built FROM it).
+
+    Args:
+        labels: the image's labels.
+
+    Returns:
+        True for the stand-in and its descendants.
+    """
+    return bool(labels) and (labels or {}).get(LABEL_STAND_IN) == "true"
+
+
+def serving_hint(reference: str) -> str:
+    """What would serve a base image reference the engine lacks and cannot pull.
+
+    Args:
+        reference: the FROM reference.
+
+    Returns:
+        A clause naming the command (or, for a digest, the way) that makes the reference buildable.
+    """
+    try:
+        full = normalise_reference(reference)
+    except BaseImageError as error:
+        return error.message
+    if full in STAND_IN_REFERENCES:
+        return "build the offline stand-in with: panorama-emulator base-image"
+    return f"to build it FROM the offline stand-in: panorama-emulator base-image --tag {reference.strip()}"
 
 
 # --- host configuration baked into the image -----------------------------------------------------------
@@ -177,14 +276,14 @@ def _host_ca_bundle(settings: dict[str, str]) -> bytes | None:
 # --- the engine side -----------------------------------------------------------------------------------
 
 
-def _current_image(client: docker.DockerClient, key: str, host_config: str) -> Any | None:
-    """The ``latest`` image if it carries the current recipe and host configuration labels."""
+def _current_image(client: docker.DockerClient, wanted: Mapping[str, str]) -> Any | None:
+    """The ``latest`` image if it carries the wanted recipe and configuration labels."""
     try:
         image = client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest")
     except docker.errors.ImageNotFound:
         return None
     labels = image.labels or {}
-    if labels.get(LABEL_RECIPE) == key and labels.get(LABEL_HOST_CONFIG) == host_config:
+    if all(labels.get(name) == value for name, value in wanted.items()):
         return image
     return None
 
@@ -213,18 +312,46 @@ def _import_rootfs(client: docker.DockerClient, tarball: Path, reference: str, p
         raise BaseImageError(f"importing {tarball} into the engine failed: {text.strip()[-300:]}")
 
 
-def _context(parent: str, pip_conf: str, ca_bundle: bytes | None) -> io.BytesIO:
+def _python_names_tar() -> bytes:
+    """A tar of the links that give the stand-in the real images' interpreter names (ADD unpacks it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for name, target in sorted(PYTHON_NAMES.items()):
+            info = tarfile.TarInfo(f"{_PYTHON_NAMES_DIR}/{name}")
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
+            archive.addfile(info)
+    return buffer.getvalue()
+
+
+def _configuration(parent: str, pip_conf: str, ca_bundle: bytes | None) -> dict[str, bytes]:
+    """The files of the configuring build: its Dockerfile and what that Dockerfile copies in."""
     lines = [f"FROM {parent}"]
-    files = {"pip.conf": pip_conf.encode()}
+    files = {"pip.conf": pip_conf.encode(), "python-names.tar": _python_names_tar()}
     if ca_bundle is not None:
         files["ca-certificates.crt"] = ca_bundle
         lines.append(f"COPY ca-certificates.crt {IMAGE_CA_BUNDLE}")
     lines += [
         "COPY pip.conf /etc/pip.conf",
+        # ADD unpacks the tar: links, not a RUN step, so no program of the image has to run here.
+        "ADD python-names.tar /",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8",
         f"CMD {json.dumps(DEFAULT_CMD)}",
     ]
     files["Dockerfile"] = ("\n".join(lines) + "\n").encode()
+    return files
+
+
+def _configuration_key(files: Mapping[str, bytes]) -> str:
+    """Hash of the configuring build without its parent (the recipe label covers that)."""
+    digest = hashlib.sha256()
+    for name, data in sorted(files.items()):
+        if name == "Dockerfile":
+            data = b"\n".join(data.split(b"\n")[1:])
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+def _context(files: Mapping[str, bytes]) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, data in files.items():
@@ -266,9 +393,19 @@ def _build_final(
     return image_id
 
 
-def _tag_all(client: docker.DockerClient, image_id: str) -> None:
-    for tag in BASE_IMAGE_TAGS:
-        client.api.tag(image_id, BASE_IMAGE_REPOSITORY, tag, force=True)
+def _tag_all(client: docker.DockerClient, image_id: str, references: Sequence[str]) -> None:
+    for reference in dict.fromkeys([*STAND_IN_REFERENCES, *references]):
+        repository, tag = parse_repository_tag(reference)
+        client.api.tag(image_id, repository, tag or "latest", force=True)
+
+
+def _tags_of(client: docker.DockerClient, image_id: str | None) -> list[str]:
+    """The references an image carries (a rebuilt stand-in takes over those ``--tag`` added)."""
+    if not image_id:
+        return []
+    with contextlib.suppress(docker.errors.DockerException):
+        return [str(tag) for tag in client.api.inspect_image(image_id).get("RepoTags") or []]
+    return []
 
 
 @contextlib.contextmanager
@@ -284,16 +421,21 @@ def _locked(cache: Path) -> Iterator[None]:
 
 
 def ensure_base_image(
-    *, force: bool = False, client: docker.DockerClient | None = None, console: Console | None = None
+    *,
+    force: bool = False,
+    tags: Sequence[str] = (),
+    client: docker.DockerClient | None = None,
+    console: Console | None = None,
 ) -> str:
-    """Make sure the stand-in base image exists under every tag in :data:`BASE_IMAGE_TAGS`.
+    """Make sure the stand-in base image exists under every reference in :data:`STAND_IN_REFERENCES`.
 
-    Does nothing (one line says so) when ``latest`` already carries the current recipe and host
+    Does nothing but (re)tag (one line says so) when ``latest`` already carries the current recipe and
     configuration. Otherwise imports the cached Debian rootfs (running debootstrap first if it is not cached)
-    and configures it.
+    and configures it; references that pointed at the previous stand-in move to the new one.
 
     Args:
         force: rebuild the image even if it is up to date (the cached rootfs is reused).
+        tags: further references to give the stand-in (``base-image --tag``), e.g. ``my-base:1.0``.
         client: the Docker client to use; by default one from the environment.
         console: where progress and messages go; by default stderr.
 
@@ -302,8 +444,10 @@ def ensure_base_image(
 
     Raises:
         EngineError: no engine answers, or it refused a request.
-        BaseImageError: debootstrap is missing, needs root, or a build step failed.
+        BaseImageError: a reference is not usable, debootstrap is missing or needs root, or a build step
+            failed.
     """
+    extra = [normalise_reference(tag) for tag in tags]
     console = console or Console(stderr=True, highlight=False)
     client = client or docker_client()
     cache = cache_dir()
@@ -312,14 +456,22 @@ def ensure_base_image(
     ca_bundle = _host_ca_bundle(settings)
     key = recipe_key()
     host_config = hashlib.sha256(pip_conf.encode() + b"\0" + (ca_bundle or b"")).hexdigest()[:16]
+    parent = f"panorama-emulator/base-rootfs:{key}"
+    files = _configuration(parent, pip_conf, ca_bundle)
+    wanted = {
+        LABEL_RECIPE: key,
+        LABEL_HOST_CONFIG: host_config,
+        LABEL_CONFIGURATION: _configuration_key(files),
+    }
+    added = f"; also tagged {', '.join(extra)}" if extra else ""
     with _locked(cache):
         try:
-            current = None if force else _current_image(client, key, host_config)
+            current = None if force else _current_image(client, wanted)
             if current is not None:
-                _tag_all(client, str(current.id))
+                _tag_all(client, str(current.id), extra)
                 short = str(current.id)[7:19]
                 console.print(
-                    f"{BASE_IMAGE_REPOSITORY} is up to date ({short}, recipe {key})", soft_wrap=True
+                    f"{BASE_IMAGE_REPOSITORY} is up to date ({short}, recipe {key}){added}", soft_wrap=True
                 )
                 return str(current.id)
             previous = None
@@ -334,7 +486,6 @@ def ensure_base_image(
         )  # fmt: skip
         with Progress(*columns, console=console, transient=False) as progress:
             tarball, versions = rootfs_tarball(cache, console, progress)
-            parent = f"panorama-emulator/base-rootfs:{key}"
             _import_rootfs(client, tarball, parent, progress)
             labels = {
                 "org.opencontainers.image.title": "panorama-emulator stand-in for " + BASE_IMAGE_REPOSITORY,
@@ -342,18 +493,19 @@ def ensure_base_image(
                     "Offline stand-in built by panorama-emulator: Debian, not Ubuntu; host architecture; "
                     "no CUDA/TensorRT/Jetson libraries; panoramasdk is injected at run time"
                 ),
-                f"{LABEL_PREFIX}.stand-in": "true",
-                LABEL_RECIPE: key,
-                LABEL_HOST_CONFIG: host_config,
+                LABEL_STAND_IN: "true",
+                **wanted,
                 f"{LABEL_PREFIX}.debian": f"{versions.get('debian', '?')} ({DEBIAN_SUITE})",
-                f"{LABEL_PREFIX}.python": versions.get("python", "?"),
+                LABEL_PYTHON: versions.get("python", "?"),
+                LABEL_PYTHON_NAMES: " ".join(name for name in PYTHON_NAMES if name.startswith("python")),
                 f"{LABEL_PREFIX}.numpy": versions.get("numpy", "?"),
                 f"{LABEL_PREFIX}.opencv": versions.get("opencv", "?"),
                 f"{LABEL_PREFIX}.architecture": f"{debian_arch()} (the host's, for every tag)",
             }
-            image_id = _build_final(client, parent, labels, _context(parent, pip_conf, ca_bundle), progress)
+            image_id = _build_final(client, parent, labels, _context(files), progress)
         try:
-            _tag_all(client, image_id)
+            moved = [tag for tag in _tags_of(client, previous) if tag not in STAND_IN_REFERENCES]
+            _tag_all(client, image_id, [*moved, *extra])
             # Only the tag goes: the configured image is built on top of this one.
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(parent, noprune=True)
@@ -364,8 +516,9 @@ def ensure_base_image(
             raise EngineError(f"the Docker engine refused a request: {error}") from None
     elapsed = time.monotonic() - started
     console.print(
-        f"built {BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} ({image_id[7:19]}, Debian "
-        f"{versions.get('debian', '?')}, Python {versions.get('python', '?')}) in {elapsed:.0f} s",
+        f"built the offline stand-in {BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} and "
+        f"{SDKV1_REPOSITORY}:latest ({image_id[7:19]}, Debian {versions.get('debian', '?')}, "
+        f"Python {versions.get('python', '?')}) in {elapsed:.0f} s{added}",
         soft_wrap=True,
     )
     return image_id

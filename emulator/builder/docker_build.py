@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,12 +69,14 @@ class ImageInfo:
         architecture: as the engine reports it (``amd64``, ``arm64``...).
         size: the image's size in bytes (a good estimate of its export's size).
         has_command: whether the image has a CMD or ENTRYPOINT (``docker create`` needs one).
+        labels: the image's labels (an image built FROM another inherits its labels).
     """
 
     id: str
     architecture: str
     size: int
     has_command: bool
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 class ImageBuilder(Protocol):
@@ -261,6 +263,7 @@ class DockerBuilder:
             architecture=str(data.get("Architecture", "")),
             size=int(data.get("Size") or 0),
             has_command=bool(config.get("Cmd") or config.get("Entrypoint")),
+            labels={str(key): str(value) for key, value in (config.get("Labels") or {}).items()},
         )
 
     def pull(self, ref: str, on_event: EventHandler) -> None:

@@ -9,6 +9,7 @@ a generated tar stream, of any size, without holding it in memory.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import tarfile
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.builder.docker_build import BuildEvent, EventHandler, ImageInfo, PullError
-from emulator.builder.dockerfile import parse_dockerfile
+from emulator.builder.dockerfile import base_images, parse_dockerfile
 from emulator.errors import BuildError, EngineError
 
 __all__ = ["DEFAULT_FILES", "FakeBuilder", "FakeFile", "generate_tar"]
@@ -126,8 +127,10 @@ class FakeBuilder:
         architecture: what ``image()`` reports for every image.
         volatile: exports differ like real ones (per-container entries stamped with the current time).
         failure: raised by ``build`` (after its steps were reported), e.g. a ``BuildError`` of a failing RUN.
-        pull_failure: raised as a ``PullError`` by ``build(pull=True)``, as when no registry is reachable.
+        pull_failure: raised as a ``PullError`` by ``build(pull=True)``, as when no registry is reachable, and
+            by any build FROM a base image the fake does not have.
         local_images: references ``image()`` knows besides the images built (e.g. base images).
+        labels: labels ``image()`` reports per reference (e.g. the stand-in's), none for others.
         pullable: references ``pull()`` can fetch.
 
     Attributes:
@@ -141,6 +144,7 @@ class FakeBuilder:
     failure: BuildError | None = None
     pull_failure: str | None = None
     local_images: set[str] = field(default_factory=set)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
     pullable: set[str] = field(default_factory=set)
     builds: list[tuple[Path, str, bool]] = field(default_factory=list)
     exports: int = 0
@@ -160,6 +164,12 @@ class FakeBuilder:
             step = f"Step 1/{len(instructions)} : {first}" if first else None
             on_event(BuildEvent("step", step or "", 1, len(instructions)))
             raise PullError(self.pull_failure, step=step)
+        missing = [ref for ref in base_images(instructions) if self.image(ref) is None]
+        if missing and self.pull_failure is not None:
+            # Like the classic builder: a base it lacks is pulled even without --pull, and that fails.
+            step = f"Step 1/{len(instructions)} : {instructions[0]}"
+            on_event(BuildEvent("step", step, 1, len(instructions)))
+            raise PullError(f"pull access denied for {missing[0]}: {self.pull_failure}", step=step)
         for number, instruction in enumerate(instructions, start=1):
             on_event(
                 BuildEvent(
@@ -179,7 +189,9 @@ class FakeBuilder:
         if self._key(ref) not in known:
             return None
         size = sum(len(member.data) or member.size for member in self.files)
-        return ImageInfo(f"sha256:{'f' * 64}", self.architecture, size, has_command=True)
+        labels = next((value for key, value in self.labels.items() if self._key(key) == self._key(ref)), {})
+        image_id = "sha256:" + hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()
+        return ImageInfo(image_id, self.architecture, size, has_command=True, labels=dict(labels))
 
     def pull(self, ref: str, on_event: EventHandler) -> None:
         """Succeeds for ``pullable`` references."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import posixpath
+import re
 from pathlib import Path
 
 from emulator.errors import SandboxError
@@ -35,6 +36,7 @@ _QEMU_NAMES = {
 }
 _BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 _MAX_LINKS = 40
+_VERSIONED_PYTHON = re.compile(r"(?:.*/)?python3\.\d+")
 
 
 def host_machine() -> str:
@@ -174,8 +176,16 @@ def check_architecture(rootfs: Path, program: str, search_path: str, *, node: st
     """
     found = find_program(rootfs, program, search_path)
     if found is None:
+        hint = ""
+        if _VERSIONED_PYTHON.fullmatch(program) and find_program(rootfs, "python3", search_path):
+            hint = (
+                "; the image has python3: build the asset again FROM the current offline stand-in "
+                "(panorama-emulator base-image, then build-container), which answers to python3.8 and "
+                "python3.7, or set entry.path to python3"
+            )
         raise SandboxError(
-            f"descriptor entry.path {program!r} is not in the app's root filesystem (PATH={search_path})",
+            f"descriptor entry.path {program!r} is not in the app's root filesystem (PATH={search_path})"
+            + hint,
             node=node,
         )
     machine = elf_machine(rootfs, found)

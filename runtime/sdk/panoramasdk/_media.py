@@ -1,19 +1,66 @@
 """``panoramasdk.media``: one camera frame handed to the app, with the overlays it adds for HDMI."""
 
+import math
 import numbers
+import sys
+import threading
 
 import numpy as np
 
 __all__ = ["media"]
 
+# Kinds of drawing problem already noted in the app's log: each is noted once per process, not per frame.
+_noted = set()
+_noted_lock = threading.Lock()
 
-def _coordinate(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+
+def _note(kind, text):
+    with _noted_lock:
+        if kind in _noted:
+            return
+        _noted.add(kind)
+    try:
+        sys.stderr.write("panoramasdk: {} (noted once)\n".format(text))
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _number(name, value):
+    """A coordinate as a float; TypeError for what is not a number (as the device's binding would)."""
+    if isinstance(value, (bool, str, bytes, bytearray)) or value is None:
         raise TypeError("{} must be a number in [0, 1], found {!r}".format(name, value))
-    number = float(value)
-    if not 0.0 <= number <= 1.0:  # also rejects NaN
-        raise ValueError("{} must be in [0, 1], found {!r}".format(name, value))
-    return number
+    if isinstance(value, numbers.Real):
+        return float(value)
+    try:
+        return float(value)  # numpy scalars and 0-d arrays
+    except (TypeError, ValueError):
+        raise TypeError("{} must be a number in [0, 1], found {!r}".format(name, value)) from None
+
+
+def _call_text(method, names, values):
+    shown = ["{}={!r}".format(names[i], values[i]) for i in range(len(names))]
+    return "{}({})".format(method, ", ".join(shown))
+
+
+def _coordinates(method, names, values):
+    """The values clamped to [0, 1], noting once per kind what was wrong; None when one is NaN."""
+    found = [_number(names[i], values[i]) for i in range(len(names))]
+    if any(math.isnan(number) for number in found):
+        _note(
+            (method, "nan"),
+            "{}: a coordinate is not a number, so this overlay is not drawn".format(
+                _call_text(method, names, values)
+            ),
+        )
+        return None
+    clamped = [min(max(number, 0.0), 1.0) for number in found]
+    if clamped != found:
+        _note(
+            (method, "outside"),
+            "{}: coordinates outside [0, 1] are clamped to it".format(_call_text(method, names, values)),
+        )
+    return clamped
 
 
 class media(object):
@@ -100,30 +147,41 @@ class media(object):
     def add_label(self, text, x, y):
         """Attach a text label for the HDMI output; its top-left corner at ``(x, y)``, relative, in [0, 1].
 
+        Coordinates outside [0, 1] are clamped to it and a label at NaN is not drawn; either is noted once
+        in the app's log (stderr), never raised.
+
         Raises:
-            ValueError: a coordinate is outside [0, 1].
             TypeError: a coordinate is not a number.
         """
-        self._labels.append((str(text), _coordinate("x", x), _coordinate("y", y)))
+        point = _coordinates("add_label", ("x", "y"), (x, y))
+        if point is not None:
+            self._labels.append((str(text), point[0], point[1]))
 
     def add_rect(self, left, top, right, bottom):
         """Attach a rectangle for the HDMI output; coordinates relative to the image, in [0, 1].
 
+        Coordinates outside [0, 1] are clamped to it, an inverted rectangle (``left > right`` or
+        ``top > bottom``) is normalised and one with a NaN corner is not drawn; each kind of problem is noted
+        once in the app's log (stderr), never raised.
+
         Raises:
-            ValueError: a coordinate is outside [0, 1], or ``left >= right`` or ``top >= bottom``.
             TypeError: a coordinate is not a number.
         """
-        rect = (
-            _coordinate("left", left),
-            _coordinate("top", top),
-            _coordinate("right", right),
-            _coordinate("bottom", bottom),
-        )
-        if rect[0] >= rect[2]:
-            raise ValueError("left must be less than right, found left={!r} right={!r}".format(left, right))
-        if rect[1] >= rect[3]:
-            raise ValueError("top must be less than bottom, found top={!r} bottom={!r}".format(top, bottom))
-        self._rects.append(rect)
+        names = ("left", "top", "right", "bottom")
+        values = (left, top, right, bottom)
+        rect = _coordinates("add_rect", names, values)
+        if rect is None:
+            return
+        x0, y0, x1, y1 = rect
+        if x0 > x1 or y0 > y1:
+            _note(
+                ("add_rect", "inverted"),
+                "{}: an inverted rectangle (left > right or top > bottom) is drawn with its corners "
+                "swapped".format(_call_text("add_rect", names, values)),
+            )
+            x0, x1 = min(x0, x1), max(x0, x1)
+            y0, y1 = min(y0, y1), max(y0, y1)
+        self._rects.append((x0, y0, x1, y1))
 
     def _wire(self):
         """What ``put`` sends for this frame: ``(item, pixels)``; pixels is None when the slot carries them.

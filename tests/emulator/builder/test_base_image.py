@@ -20,8 +20,9 @@ from rich.console import Console
 from emulator.builder import base_image, base_rootfs
 from emulator.builder.base_image import (
     BASE_IMAGE_REPOSITORY,
-    BASE_IMAGE_TAGS,
+    LABEL_CONFIGURATION,
     LABEL_RECIPE,
+    STAND_IN_REFERENCES,
     BaseImageError,
     ensure_base_image,
     recipe_key,
@@ -93,11 +94,20 @@ def built_images(client: docker.DockerClient) -> Iterator[list[str]]:
 
 
 @pytest.mark.docker
-def test_every_tag_points_at_the_one_image(client: docker.DockerClient, image_id: str) -> None:
-    for tag in BASE_IMAGE_TAGS:
-        assert client.images.get(f"{BASE_IMAGE_REPOSITORY}:{tag}").id == image_id
+def test_every_published_reference_points_at_the_one_image(
+    client: docker.DockerClient, image_id: str
+) -> None:
+    assert set(STAND_IN_REFERENCES) == {
+        "public.ecr.aws/panorama/panorama-application:latest",
+        "public.ecr.aws/panorama/panorama-application:1.1.0-arm64v8",
+        "public.ecr.aws/panorama/panorama-application:1.2.0-py3.8",
+        "public.ecr.aws/panorama/panorama-application:1.2.1-arm64v8",
+        "public.ecr.aws/panorama/panorama-application/sdkv1/python3.8/aarch64:latest",
+    }
+    for reference in STAND_IN_REFERENCES:
+        assert client.images.get(reference).id == image_id
     labels = client.images.get(image_id).labels
-    assert labels[LABEL_RECIPE] == recipe_key()
+    assert labels[LABEL_RECIPE] == recipe_key() and len(labels[LABEL_CONFIGURATION]) == 16
     assert labels["org.panorama-emulator.stand-in"] == "true"
     assert labels["org.panorama-emulator.python"].startswith("3.11")
     assert "bookworm" in labels["org.panorama-emulator.debian"]
@@ -112,6 +122,51 @@ def test_python3_imports_cv2_and_numpy(client: docker.DockerClient, image_id: st
     )
     assert status == 0, output
     assert output.split()[-1] == "0.0"
+
+
+@pytest.mark.docker
+def test_it_answers_to_the_python_names_of_the_real_images(
+    client: docker.DockerClient, image_id: str
+) -> None:
+    script = (
+        "python3.8 -c 'import sys, cv2; print(\"py38\", sys.version_info[0])' && "
+        "python3.7 -c 'import numpy; print(\"py37\", numpy.__name__)' && "
+        "python3.8 -m pip --version && pip3 --version && pip3.8 --version && pip3.7 --version"
+    )
+    status, output = run_in_image(client, image_id, ["sh", "-c", script])
+    assert status == 0, output
+    lines = output.splitlines()
+    assert lines[:2] == ["py38 3", "py37 numpy"]
+    assert len([line for line in lines if line.startswith("pip ")]) == 4
+    labels = client.images.get(image_id).labels
+    assert labels["org.panorama-emulator.python-names"] == "python3.8 python3.7"
+
+
+@pytest.mark.docker
+def test_tag_adds_a_reference_without_a_rebuild(client: docker.DockerClient, image_id: str) -> None:
+    created = client.images.get(image_id).attrs["Created"]
+    reference = f"pe-test/own-base-{uuid.uuid4().hex[:8]}:2.0"
+    out = io.StringIO()
+    try:
+        again = ensure_base_image(tags=[reference], client=client, console=Console(file=out, width=300))
+        assert again == image_id
+        assert client.images.get(reference).id == image_id
+        assert client.images.get(image_id).attrs["Created"] == created
+        assert out.getvalue().strip() == (
+            f"{BASE_IMAGE_REPOSITORY} is up to date ({image_id[7:19]}, recipe {recipe_key()}); "
+            f"also tagged {reference}"
+        )
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(reference)
+
+
+@pytest.mark.docker
+def test_cli_tag_of_a_digest_is_one_error_line(image_id: str) -> None:
+    result = CliRunner().invoke(main, ["base-image", "--tag", "base@sha256:" + "0" * 64])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "names an image by digest" in lines[0], result.output
 
 
 @pytest.mark.docker
@@ -353,6 +408,18 @@ def test_trim_keeps_copyright_locale_alias_and_log_dirs(tmp_path: Path) -> None:
         "var/cache/apt/archives/partial/.keep",
     ]
     assert (tmp_path / "var/log/apt").is_dir()
+
+
+def test_configuration_key_leaves_the_rootfs_recipe_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = base_image._configuration("parent:a", "[global]\n", None)
+    key = base_image._configuration_key(files)
+    assert key == base_image._configuration_key(base_image._configuration("parent:b", "[global]\n", None))
+    recipe = recipe_key()
+    monkeypatch.setitem(base_image.PYTHON_NAMES, "python3.6", "/usr/bin/python3")
+    assert base_image._configuration_key(base_image._configuration("parent:a", "[global]\n", None)) != key
+    assert recipe_key() == recipe  # new names or tags never make debootstrap run again
+    monkeypatch.setattr(base_image, "BASE_IMAGE_TAGS", (*base_image.BASE_IMAGE_TAGS, "9.9"))
+    assert recipe_key() == recipe
 
 
 def test_recipe_key_is_stable_and_follows_the_package_list(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,6 +242,25 @@ def test_missing_entry_program_is_named(arm_rootfs: Path) -> None:
         arch.check_architecture(arm_rootfs, "python4", DEFAULT_PATH)
 
 
+def test_entry_python3_8_resolves_through_the_stand_ins_links(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/local/bin").mkdir(parents=True)
+    host = {name: number for number, name in arch.ELF_MACHINES.items()}[arch.host_machine()]
+    (root / "usr/bin/python3.11").write_bytes(_elf(host) + bytes(64))
+    (root / "usr/bin/python3").symlink_to("python3.11")
+    assert arch.find_program(root, "python3.7", DEFAULT_PATH) is None
+    with pytest.raises(SandboxError) as caught:  # an asset built on a stand-in older than its Python names
+        arch.check_architecture(root, "python3.7", DEFAULT_PATH, node="code_node")
+    message = str(caught.value)
+    assert "'python3.7' is not in the app's root filesystem" in message and "\n" not in message
+    assert "build the asset again FROM the current offline stand-in" in message
+    for name in ("python3.8", "python3.7"):
+        (root / "usr/local/bin" / name).symlink_to("/usr/bin/python3")  # as the stand-in has them
+        assert arch.find_program(root, name, DEFAULT_PATH) == root / "usr/bin/python3.11"
+        assert arch.check_architecture(root, name, DEFAULT_PATH) == arch.host_machine()
+
+
 # --- real sandboxes -----------------------------------------------------------------------------------------
 
 

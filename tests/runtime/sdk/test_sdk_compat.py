@@ -21,6 +21,7 @@ ALLOWED_IMPORTS = {
     "collections",
     "contextlib",
     "json",
+    "math",
     "mmap",
     "numbers",
     "numpy",

@@ -151,7 +151,7 @@ def test_a_replaced_image_is_shown_whatever_its_size(lab: BridgeLab) -> None:
     hdmi.close()
 
 
-def test_add_label_and_add_rect_check_their_ranges(lab: BridgeLab) -> None:
+def test_add_label_and_add_rect_clamp_and_normalise_instead_of_raising(lab: BridgeLab) -> None:
     runtime = lab.runtime()
     app = lab.app(
         runtime,
@@ -160,16 +160,19 @@ def test_add_label_and_add_rect_check_their_ranges(lab: BridgeLab) -> None:
             stream = panoramasdk.node().inputs.video_in.get(timeout=30)[0]
             attempts = {
                 "rect ok": (stream.add_rect, (0.0, 0.1, 1.0, 0.9)),
-                "rect numpy": (stream.add_rect, (np.float32(0.1), 0.1, np.float64(0.2), 0.2)),
+                "rect numpy": (stream.add_rect, (np.float32(0.25), 0.125, np.float64(0.5), np.array(0.5))),
                 "rect right>1": (stream.add_rect, (0.1, 0.1, 1.2, 0.5)),
                 "rect left<0": (stream.add_rect, (-0.1, 0.1, 0.5, 0.5)),
                 "rect left=right": (stream.add_rect, (0.5, 0.1, 0.5, 0.5)),
                 "rect top>bottom": (stream.add_rect, (0.1, 0.6, 0.5, 0.5)),
+                "rect inverted and out": (stream.add_rect, (1.5, 2.0, -1.0, float("-inf"))),
                 "rect nan": (stream.add_rect, (float("nan"), 0.1, 0.5, 0.5)),
                 "rect text": (stream.add_rect, ("a", 0.1, 0.5, 0.5)),
+                "rect none": (stream.add_rect, (None, 0.1, 0.5, 0.5)),
                 "label ok": (stream.add_label, ("hi", 0.0, 1.0)),
-                "label x>1": (stream.add_label, ("hi", 1.5, 0.5)),
-                "label y<0": (stream.add_label, ("hi", 0.5, -0.01)),
+                "label x>1": (stream.add_label, ("x", 1.5, 0.5)),
+                "label y<0": (stream.add_label, ("y", 0.5, -0.01)),
+                "label nan": (stream.add_label, ("nan", float("nan"), 0.5)),
             }
             outcome = {}
             for name, (method, args) in attempts.items():
@@ -178,25 +181,85 @@ def test_add_label_and_add_rect_check_their_ranges(lab: BridgeLab) -> None:
                     outcome[name] = "ok"
                 except Exception as error:
                     outcome[name] = type(error).__name__
-            result(outcome)
+            item, _ = stream._wire()
+            result({"outcome": outcome, "rects": item["rects"], "labels": item["labels"]})
             """
         ),
     )
     done = lab.finish(app)
     assert done.returncode == 0, done.stderr
     assert done.result == {
-        "rect ok": "ok",
-        "rect numpy": "ok",
-        "rect right>1": "ValueError",
-        "rect left<0": "ValueError",
-        "rect left=right": "ValueError",
-        "rect top>bottom": "ValueError",
-        "rect nan": "ValueError",
-        "rect text": "TypeError",
-        "label ok": "ok",
-        "label x>1": "ValueError",
-        "label y<0": "ValueError",
+        "outcome": {
+            "rect ok": "ok",
+            "rect numpy": "ok",
+            "rect right>1": "ok",
+            "rect left<0": "ok",
+            "rect left=right": "ok",
+            "rect top>bottom": "ok",
+            "rect inverted and out": "ok",
+            "rect nan": "ok",
+            "rect text": "TypeError",
+            "rect none": "TypeError",
+            "label ok": "ok",
+            "label x>1": "ok",
+            "label y<0": "ok",
+            "label nan": "ok",
+        },
+        "rects": [
+            [0.0, 0.1, 1.0, 0.9],
+            [0.25, 0.125, 0.5, 0.5],
+            [0.1, 0.1, 1.0, 0.5],
+            [0.0, 0.1, 0.5, 0.5],
+            [0.5, 0.1, 0.5, 0.5],
+            [0.1, 0.5, 0.5, 0.6],
+            [0.0, 0.0, 1.0, 1.0],
+        ],
+        "labels": [["hi", 0.0, 1.0], ["x", 1.0, 0.5], ["y", 0.5, 0.0]],
     }
+    notes = [line for line in done.stderr.splitlines() if line.startswith("panoramasdk: ")]
+    # One note per kind of problem: rect outside, rect inverted, rect NaN, label outside, label NaN.
+    assert len(notes) == 5, done.stderr
+    assert sum("add_rect(" in note and "clamped" in note for note in notes) == 1
+    assert sum("add_rect(" in note and "inverted" in note for note in notes) == 1
+    assert sum("add_label(" in note and "clamped" in note for note in notes) == 1
+    assert sum("not a number" in note for note in notes) == 2
+    assert "add_rect(left=0.1, top=0.1, right=1.2, bottom=0.5)" in done.stderr
+
+
+def test_overlays_outside_the_image_are_drawn_clamped_and_noted_once_over_many_frames(
+    lab: BridgeLab,
+) -> None:
+    hdmi = HdmiSink()
+    runtime = lab.runtime(hdmi=hdmi)
+    app = lab.app(
+        runtime,
+        src(
+            """
+            node = panoramasdk.node()
+            for index in range(6):
+                streams = node.inputs.video_in.get(timeout=30)
+                streams[0].image[:, :, :] = 0
+                # A box computed from model output that leaves the image on every side, upside down.
+                streams[0].add_rect(1.25, 1.5 + index, -0.5, -0.25)
+                streams[0].add_label("count", 0.1, 0.1 + 0.4 * index)
+                node.outputs.video_out.put(streams)
+            result("ok")
+            """
+        ),
+    )
+    done = lab.finish(app)
+    assert done.returncode == 0 and done.result == "ok", done.stderr
+    assert runtime.wait_for_outputs(6, 30)
+    screen = hdmi.last_frame
+    assert screen is not None
+    # The 320x240 frame fills the screen's height, 1440 wide from x=240: the clamped box is its outline.
+    green = [0, 255, 0]
+    assert screen[540, 240].tolist() == green and screen[540, 240 + 1439].tolist() == green
+    assert screen[0, 960].tolist() == green and screen[1079, 960].tolist() == green
+    assert screen[540, 960].tolist() == [0, 0, 0]
+    notes = [line for line in done.stderr.splitlines() if line.startswith("panoramasdk: ")]
+    assert len(notes) == 3, done.stderr  # rect outside, rect inverted, label outside: once each
+    hdmi.close()
 
 
 @pytest.mark.parametrize("size", [(1920, 1080)])
