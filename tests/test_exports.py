@@ -59,6 +59,7 @@ def public_names(module: ModuleType) -> set[str]:
         name
         for name, value in vars(module).items()
         if not name.startswith("_")
+        and name.isidentifier()  # pytest's assertion rewriting adds @py_builtins
         and not (isinstance(value, ModuleType) and value.__name__ == f"{module.__name__}.{name}")
     }
     lazy = getattr(module, "__getattr__", None)
