@@ -54,6 +54,7 @@ def probe(sdk_probe_project: Path, e2e_state_dir: Path) -> Iterator[ProbeRun]:
         assert appliance.wait_for_frames(20, timeout=180)
         hdmi_frame = np.array(appliance.hdmi.last_frame, copy=True)
         hdmi_streams = tuple(appliance.hdmi.streams)
+        appliance.release_frames()  # wait_for_frames held the camera at frame 20; let it run on
 
         appliance.pause_camera("camera_node")
         metrics: dict[str, Any] = appliance.metrics()
