@@ -320,7 +320,9 @@ class PanoramaApp:
         interval: float = 0.1,
         message: str | None = None,
     ) -> T:
-        """Wait until ``condition()`` returns something true, and return it.
+        """Let the app run until ``condition()`` returns something true, and return it.
+
+        Cameras that ``run_frames`` held run on again.
 
         Args:
             condition: checked every ``interval`` seconds.
@@ -332,6 +334,8 @@ class PanoramaApp:
             PanoramaTimeout: it stayed false.
             DeviceError: a node crashed before the app's first frame.
         """
+        if self.appliance.running:
+            self.appliance.release_frames()  # the app runs on: cameras held by run_frames go on
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:

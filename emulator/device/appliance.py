@@ -409,10 +409,11 @@ class Appliance:
         """Wait until the HDMI output has received ``n`` outputs in this boot.
 
         In lockstep mode the cameras make only the frames those outputs need and then hold (until the next
-        ``wait_for_frames`` or ``release_frames``), and once the ``n``-th output is shown this waits, at most
-        ``quiet_timeout`` seconds, until every business-logic node has finished its frame: it is blocked in
-        its next ``get()`` or has exited. ``quiet_point`` then says how the wait ended. In realtime mode it
-        returns at the ``n``-th output (frames may have been dropped and the app may be mid-frame).
+        ``wait_for_frames``, ``release_frames`` or ``run_for``), and once the ``n``-th output is shown this
+        waits, at most ``quiet_timeout`` seconds, until every business-logic node has finished its frame: it
+        is blocked in its next ``get()`` or has exited. ``quiet_point`` then says how the wait ended. In
+        realtime mode it returns at the ``n``-th output (frames may have been dropped, the app may be
+        mid-frame).
 
         Args:
             n: outputs to wait for.
@@ -461,10 +462,12 @@ class Appliance:
     def run_for(self, seconds: float) -> None:
         """Keep the appliance running for ``seconds``, watching for a node that crashes at once.
 
+        Cameras that ``wait_for_frames`` held run on.
+
         Raises:
             DeviceError: the appliance is off, or a node crashed before its first frame.
         """
-        self._require_boot()
+        self._require_boot().runtime.release_frames()
         deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(0.1, remaining))
