@@ -337,7 +337,7 @@ def _api_client(host: str | None, port: int | None, token: str | None) -> Any:
 
 
 def _echo_status(status: dict[str, Any]) -> None:
-    uptime = status.get("uptime")
+    uptime = status["uptime_s"]
     click.echo(
         f"device {status['device']}: {status['state']}, boots {status['boots']}"
         + (f", up {uptime:.1f} s" if isinstance(uptime, (int, float)) else "")

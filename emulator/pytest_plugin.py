@@ -42,6 +42,7 @@ import pytest
 
 if TYPE_CHECKING:
     from emulator.device.appliance import Appliance
+    from emulator.device.figures import BootFigures, DeviceStatus
     from emulator.device.options import ApplianceOptions
     from runtime.media.hdmi import HdmiSink
 
@@ -314,8 +315,7 @@ class PanoramaApp:
 
     def frames(self) -> int:
         """Outputs the HDMI output has received in this boot."""
-        value = self.appliance.metrics().get("frames_out", 0)
-        return int(value) if isinstance(value, (int, float)) else 0
+        return self.appliance.metrics().frames_out
 
     def run_frames(self, n: int, timeout: float | None = None) -> int:
         """Let the app put ``n`` more frames on the HDMI output.
@@ -412,11 +412,11 @@ class PanoramaApp:
         """A code node's log folder (``/opt/aws/panorama/logs`` inside, plus ``console_output``)."""
         return self.appliance.logs_path(self._node(node))
 
-    def metrics(self) -> dict[str, object]:
+    def metrics(self) -> BootFigures:
         """The figures of this boot: per node fps, latency, frames, drops; cameras; models; HDMI."""
         return self.appliance.metrics()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> DeviceStatus:
         """Boots, uptime and per node state, pid, restarts and exit codes."""
         return self.appliance.status()
 
@@ -426,8 +426,7 @@ class PanoramaApp:
 
     def power_cut(self) -> None:
         """Kill every process at once, then boot again."""
-        self.appliance.power_cut()
-        self.appliance.boot()
+        self.appliance.power_cycle()
 
     def shutdown(self) -> None:
         """Graceful shutdown (``boot()`` powers on again)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.device.appliance import Appliance
+from emulator.device.figures import BootFigures, plain
 from emulator.device.options import ApplianceOptions
 from emulator.errors import DeviceError, EmulatorError
 from emulator.manifests import load_graph
@@ -80,7 +81,7 @@ def build_missing_assets(
     return built
 
 
-def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: float) -> dict[str, object]:
+def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> dict[str, object]:
     """The figures of one run, as ``--summary-json`` writes them.
 
     Args:
@@ -93,22 +94,19 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
         restarts, exit codes), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
         ``paths`` (storage, logs per node, last HDMI frame).
     """
-    status = appliance.status()
-    status_nodes = status["nodes"] if isinstance(status["nodes"], dict) else {}
-    figure_nodes = metrics.get("nodes", {})
+    # Restarts and exit codes after the shutdown: the exit statuses of the shutdown itself are in.
+    status = appliance.status().nodes
     nodes: dict[str, dict[str, Any]] = {}
-    for plan in appliance.plan.code_nodes:
-        figures = dict(figure_nodes.get(plan.name, {}))
-        state = status_nodes.get(plan.name, {})
-        nodes[plan.name] = {
-            "fps": figures.get("fps"),
-            "latency_ms": figures.get("latency_ms"),
-            "frames_in": figures.get("frames_in", 0),
-            "frames_out": figures.get("frames_out", 0),
-            "dropped": figures.get("dropped", 0),
-            "model_calls": figures.get("model_calls", 0),
-            "restarts": state.get("restarts", 0),
-            "exit_codes": state.get("exit_codes", []),
+    for name, figures in metrics.nodes.items():
+        nodes[name] = {
+            "fps": figures.fps,
+            "latency_ms": plain(figures.latency_ms),
+            "frames_in": figures.frames_in,
+            "frames_out": figures.frames_out,
+            "dropped": figures.dropped,
+            "model_calls": figures.model_calls,
+            "restarts": status[name].restarts,
+            "exit_codes": list(status[name].exit_codes),
         }
     last_frame = _last_hdmi_frame(appliance)
     return {
@@ -117,12 +115,12 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
         "mode": appliance.mode,
         "boots": appliance.boots,
         "seconds": round(seconds, 3),
-        "frames": metrics.get("frames_out", 0),
+        "frames": metrics.frames_out,
         "nodes": nodes,
-        "cameras": metrics.get("cameras", {}),
-        "models": metrics.get("models", {}),
-        "dropped_frames": sum(int(node["dropped"] or 0) for node in nodes.values()),
-        "restarts": sum(int(node["restarts"] or 0) for node in nodes.values()),
+        "cameras": plain(metrics.cameras),
+        "models": plain(metrics.models),
+        "dropped_frames": sum(node["dropped"] for node in nodes.values()),
+        "restarts": sum(node["restarts"] for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},
         "paths": {
             "storage": str(appliance.storage_path),
@@ -134,7 +132,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
 
 
 def end_of_run(
-    appliance: Appliance, metrics: Mapping[str, Any], *, frames: int | None, duration: float | None
+    appliance: Appliance, metrics: BootFigures, *, frames: int | None, duration: float | None
 ) -> dict[str, object]:
     """How a run ended, for the summary's ``end``.
 
@@ -151,7 +149,7 @@ def end_of_run(
     point = appliance.quiet_point
     if frames is not None and point is not None:
         return {"by": "frames", **point.as_dict()}
-    outputs = metrics.get("frames_out", 0)
+    outputs = metrics.frames_out
     if frames is not None:
         note = (
             f"stopped at HDMI output {outputs} of {frames} asked for (realtime: frames may have been dropped "
@@ -240,7 +238,7 @@ def run_application(
             "use --duration"
         )
     summary: dict[str, object] = {}
-    metrics: dict[str, object] = {}
+    metrics: BootFigures | None = None
     started = ended = time.monotonic()
     error: BaseException | None = None
     try:
@@ -263,8 +261,9 @@ def run_application(
     finally:
         if appliance.boots and (summary_json is not None or error is None):
             with contextlib.suppress(EmulatorError):
-                summary = summarize(appliance, metrics, seconds=max(0.0, ended - started))
-                summary["end"] = end_of_run(appliance, metrics, frames=frames, duration=duration)
+                figures = metrics if metrics is not None else appliance.metrics()
+                summary = summarize(appliance, figures, seconds=max(0.0, ended - started))
+                summary["end"] = end_of_run(appliance, figures, frames=frames, duration=duration)
             if error is not None and summary:
                 summary["error"] = str(error) if isinstance(error, EmulatorError) else type(error).__name__
             if summary_json is not None and summary:

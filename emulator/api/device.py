@@ -1,7 +1,7 @@
-"""What the device API needs of a device (``emulator.Appliance`` satisfies it), and reading its answers.
+"""What the device API needs of a device (``emulator.Appliance`` satisfies it), and the paths clients give.
 
 The API accepts any object shaped like :class:`DeviceLike`, so the layers above the appliance can be tested
-with ``emulator.api.fake.FakeAppliance``; the helpers turn what a device reports into the API's shapes.
+with ``emulator.api.fake.FakeAppliance``; the helpers check the paths a client gives.
 """
 
 from __future__ import annotations
@@ -11,21 +11,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from emulator.device.figures import BootFigures, DeviceStatus
+from emulator.device.log_follower import LogFollower
 from emulator.device.options import ApplianceOptions
 from emulator.errors import ProjectError
 from runtime.media.hdmi import HdmiSink
 
-__all__ = [
-    "CONSOLE_OUTPUT",
-    "ApplianceFactory",
-    "DeviceLike",
-    "as_int",
-    "local_path",
-    "make_appliance",
-    "named_entries",
-    "node_status",
-    "plain_path",
-]
+__all__ = ["CONSOLE_OUTPUT", "ApplianceFactory", "DeviceLike", "local_path", "make_appliance", "plain_path"]
 
 CONSOLE_OUTPUT = "console_output"
 """The file, in a node's log folder, that holds what the node printed."""
@@ -48,6 +40,13 @@ class DeviceLike(Protocol):
     def boots(self) -> int: ...
 
     @property
+    def running(self) -> bool: ...
+
+    @property
+    def cameras(self) -> Mapping[str, str]:
+        """Camera node -> its source."""
+
+    @property
     def hdmi(self) -> HdmiSink | None: ...
 
     @property
@@ -61,14 +60,18 @@ class DeviceLike(Protocol):
 
     def power_cut(self) -> None: ...
 
+    def power_cycle(self) -> None: ...
+
     def logs(self, node: str) -> str: ...
 
     def logs_path(self, node: str) -> Path:
         """The node's log folder (``console_output`` in it)."""
 
-    def metrics(self) -> dict[str, Any]: ...
+    def follow_logs(self, node: str, file: str | None = None) -> LogFollower: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def metrics(self) -> BootFigures: ...
+
+    def status(self) -> DeviceStatus: ...
 
     def pause_camera(self, name: str) -> None: ...
 
@@ -122,35 +125,3 @@ def local_path(path: Path, what: str) -> Path:
         return Path(text).expanduser().resolve()
     except (OSError, RuntimeError, ValueError) as error:
         raise ProjectError(f"not a usable {what} path: {error}", file=text) from None
-
-
-def as_int(value: object, default: int = 0) -> int:
-    """``value`` as an int when it is a number (not a bool), else ``default``."""
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-
-def node_status(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's entry of ``status()`` as the API shows it: name, state, pid, restarts, exit codes."""
-    exits = raw.get("exit_codes", raw.get("exits", []))
-    codes = []
-    for item in exits if isinstance(exits, (list, tuple)) else []:
-        code = item.get("code") if isinstance(item, Mapping) else item
-        if isinstance(code, int) and not isinstance(code, bool):
-            codes.append(code)
-    pid = raw.get("pid")
-    return {
-        "name": name,
-        "state": str(raw.get("state", "unknown")),
-        "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-        "restarts": as_int(raw.get("restarts")),
-        "exit_codes": codes,
-    }
-
-
-def named_entries(raw: object) -> list[tuple[str, Mapping[str, Any]]]:
-    """The ``(name, entry)`` pairs of ``{name: {...}}`` or ``[{"name": ..., ...}]`` (anything else: none)."""
-    if isinstance(raw, Mapping):
-        return [(str(name), value if isinstance(value, Mapping) else {}) for name, value in raw.items()]
-    if isinstance(raw, (list, tuple)):
-        return [(str(item.get("name")), item) for item in raw if isinstance(item, Mapping) and "name" in item]
-    return []

@@ -13,10 +13,18 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 
+from emulator.device.figures import (
+    BootFigures,
+    CameraFigures,
+    DeviceStatus,
+    HdmiFigures,
+    NodeFigures,
+    NodeStatus,
+)
+from emulator.device.log_follower import LogFollower
 from emulator.device.options import ApplianceOptions
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError
@@ -121,6 +129,11 @@ class FakeAppliance:
         """Stop at once (``boot()`` powers on again)."""
         self.shutdown()
 
+    def power_cycle(self) -> None:
+        """Stop at once, then boot again."""
+        self.power_cut()
+        self.boot()
+
     def __enter__(self) -> FakeAppliance:
         self.boot()
         return self
@@ -180,37 +193,47 @@ class FakeAppliance:
         path = self.logs_path(node) / "console_output"
         return path.read_text(encoding="utf-8") if path.exists() else ""
 
-    def status(self) -> dict[str, Any]:
-        """Device, app, on/off, boots, uptime and node states, shaped like ``Appliance.status()``."""
+    def status(self) -> DeviceStatus:
+        """Device, app, on/off, boots, uptime and node states, as ``Appliance.status()`` gives them."""
         running = self._thread is not None
-        return {
-            "device": self.device,
-            "app": self.app,
-            "state": "on" if running else "off",
-            "boots": self.boots,
-            "uptime_s": time.monotonic() - self._booted_at if self._booted_at is not None else 0.0,
-            "nodes": {
-                name: {
-                    "state": "running" if running else "stopped",
-                    "pid": os.getpid() if running else None,
-                    "restarts": 0,
-                    "exit_codes": [],
-                }
+        return DeviceStatus(
+            device=self.device,
+            app=self.app,
+            state="on" if running else "off",
+            boots=self.boots,
+            uptime_s=time.monotonic() - self._booted_at if self._booted_at is not None else 0.0,
+            mode=self.options.mode,
+            network=self.options.network,
+            nodes={
+                name: NodeStatus(
+                    state="running" if running else "stopped",
+                    pid=os.getpid() if running else None,
+                    instance=1,
+                )
                 for name in self.code_names
             },
-        }
+        )
 
-    def metrics(self) -> dict[str, Any]:
-        """Frames shown and per-camera state, shaped like ``Appliance.metrics()``."""
-        return {
-            "boots": self.boots,
-            "frames_out": self._frames - self._frames_at_boot,
-            "nodes": {name: {"frames_out": self._frames - self._frames_at_boot} for name in self.code_names},
-            "cameras": {
-                name: {"uri": uri, "paused": name in self._paused} for name, uri in self.cameras.items()
+    def metrics(self) -> BootFigures:
+        """Frames shown and per-camera state, as ``Appliance.metrics()`` gives them."""
+        frames = self._frames - self._frames_at_boot
+        state = "running" if self._thread is not None else "stopped"
+        return BootFigures(
+            boots=self.boots,
+            uptime_s=self.status().uptime_s,
+            mode=self.options.mode,
+            frames_out=frames,
+            nodes={name: NodeFigures(state=state, frames_out=frames) for name in self.code_names},
+            cameras={
+                name: CameraFigures(uri=uri, paused=name in self._paused)
+                for name, uri in self.cameras.items()
             },
-            "hdmi": self.hdmi.metrics() if self.hdmi is not None else {},
-        }
+            hdmi=HdmiFigures.from_json(self.hdmi.metrics()) if self.hdmi is not None else None,
+        )
+
+    def follow_logs(self, node: str, file: str | None = None) -> LogFollower:
+        """Follow a node's console output (or another file of its log folder) from now on."""
+        return LogFollower(self.logs_path(node) / (file or "console_output"))
 
     def _camera(self, name: str) -> str:
         if self._thread is None:

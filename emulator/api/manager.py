@@ -12,8 +12,7 @@ import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -23,16 +22,14 @@ from emulator.api.device import (
     CONSOLE_OUTPUT,
     ApplianceFactory,
     DeviceLike,
-    as_int,
     local_path,
     make_appliance,
-    named_entries,
-    node_status,
     plain_path,
 )
 from emulator.api.errors import NotFoundError
-from emulator.api.logs import LogFollower, log_file, log_files, tail_file, tail_lines
+from emulator.api.logs import log_file, log_files, tail_file, tail_lines
 from emulator.api.storage import StorageEntry, list_storage, storage_file
+from emulator.device.log_follower import LogFollower
 from emulator.device.options import ApplianceOptions
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError, EmulatorError, ProjectError
@@ -165,7 +162,7 @@ class ApplianceManager:
             device = self._factory(root, options)
             self._teardown()
             stack = contextlib.ExitStack()
-            stack.enter_context(_entered(device))
+            stack.enter_context(device)
             self._device, self._stack = device, stack
             self._powered = True
             self._paused.clear()
@@ -199,11 +196,10 @@ class ApplianceManager:
         with self._lock:
             self._teardown()
             dest, info = unpack_bundle(archive, self.bundles_dir, self.bundle_limits, checked=checked)
-            try:
+            with contextlib.ExitStack() as undo:
+                undo.callback(shutil.rmtree, dest, ignore_errors=True)
                 deployment = self.deploy_project(dest, source="bundle")
-            except BaseException:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise
+                undo.pop_all()
             return deployment, info
 
     def remove(self) -> None:
@@ -285,8 +281,7 @@ class ApplianceManager:
             device = self._running()
             self._paused.clear()
             with self._tracking(device):
-                device.power_cut()
-                device.boot()
+                device.power_cycle()
 
     @contextlib.contextmanager
     def _tracking(self, device: DeviceLike) -> Iterator[None]:
@@ -294,8 +289,7 @@ class ApplianceManager:
         try:
             yield
         finally:
-            running = getattr(device, "running", None)
-            self._powered = running if isinstance(running, bool) else self._powered
+            self._powered = device.running
 
     def close(self) -> None:
         """Shut down and forget the deployed application, if any (uploaded bundles stay unpacked)."""
@@ -309,8 +303,8 @@ class ApplianceManager:
 
         Returns:
             ``device``, ``state_dir``, ``state`` (``empty``, ``running`` or ``off``), ``app`` (None or
-            ``name``, ``project``, ``source``, ``deployed_at``), ``boots``, ``uptime`` (seconds since the last
-            boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``),
+            ``name``, ``project``, ``source``, ``deployed_at``), ``boots``, ``uptime_s`` (seconds since the
+            last boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``),
             ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``, ``labels``; None without
             an HDMI output) and ``storage_path``.
         """
@@ -321,7 +315,7 @@ class ApplianceManager:
             "state": "empty" if device is None else ("running" if powered else "off"),
             "app": None,
             "boots": 0,
-            "uptime": None,
+            "uptime_s": None,
             "nodes": [],
             "cameras": [],
             "hdmi": None,
@@ -329,18 +323,26 @@ class ApplianceManager:
         }
         if device is None or deployment is None:
             return result
-        raw = device.status()
-        uptime = raw.get("uptime_s", raw.get("uptime"))
+        status = device.status()
         result.update(
             app={
-                "name": str(raw.get("app") or deployment.project.name),
+                "name": status.app,
                 "project": str(deployment.project),
                 "source": deployment.source,
                 "deployed_at": deployment.deployed_at,
             },
-            boots=as_int(raw.get("boots", device.boots)),
-            uptime=float(uptime) if powered and isinstance(uptime, (int, float)) else None,
-            nodes=[node_status(name, node) for name, node in named_entries(raw.get("nodes"))],
+            boots=status.boots,
+            uptime_s=status.uptime_s if powered else None,
+            nodes=[
+                {
+                    "name": name,
+                    "state": node.state,
+                    "pid": node.pid,
+                    "restarts": node.restarts,
+                    "exit_codes": list(node.exit_codes),
+                }
+                for name, node in status.nodes.items()
+            ],
             cameras=self._cameras(device, powered),
             storage_path=str(device.storage_path),
         )
@@ -350,25 +352,15 @@ class ApplianceManager:
         return result
 
     def _cameras(self, device: DeviceLike, powered: bool) -> list[dict[str, Any]]:
-        sources = getattr(device, "cameras", None)
-        if not isinstance(sources, Mapping):
-            return []
-        live: Mapping[str, Any] = {}
-        if powered:
-            figures = device.metrics().get("cameras")
-            live = figures if isinstance(figures, Mapping) else {}
-        cameras = []
-        for name, source in sources.items():
-            entry = live.get(name)
-            paused = entry.get("paused") if isinstance(entry, Mapping) else None
-            cameras.append(
-                {
-                    "name": str(name),
-                    "paused": bool(paused) if paused is not None else name in self._paused,
-                    "source": str(source),
-                }
-            )
-        return cameras
+        live = device.metrics().cameras if powered else {}
+        return [
+            {
+                "name": name,
+                "paused": live[name].paused if name in live else name in self._paused,
+                "source": source,
+            }
+            for name, source in device.cameras.items()
+        ]
 
     @staticmethod
     def _sink(device: DeviceLike) -> HdmiSink | None:
@@ -428,10 +420,9 @@ class ApplianceManager:
         """
         device = self.device
         self._check_node(node)
-        folder = device.logs_path(node)
-        if file is None or file == CONSOLE_OUTPUT:
-            return LogFollower(folder / CONSOLE_OUTPUT)
-        return LogFollower(log_file(folder, file))
+        if file is not None and file != CONSOLE_OUTPUT:
+            log_file(device.logs_path(node), file)
+        return device.follow_logs(node, file)
 
     def hdmi(self) -> HdmiSink:
         """The HDMI output of the deployed application.
@@ -448,16 +439,17 @@ class ApplianceManager:
         """Figures of the device and its app.
 
         Returns:
-            ``device``, ``state``, ``boots``, ``uptime_seconds``, ``hdmi_outputs``, ``nodes`` (per node
-            ``up``, ``restarts``, ``exits``) and ``runtime`` (the app's own figures: frame rates, latency,
-            drops, model calls), each absent or empty when nothing is deployed.
+            ``device``, ``state``, ``boots``, ``uptime_s``, ``hdmi_outputs``, ``nodes`` (per node ``up``,
+            ``restarts``, ``exits``) and ``runtime`` (the app's own figures, ``BootFigures.to_json()``:
+            frame rates, latency, drops, model calls; empty unless the device is running).
         """
         status = self.status()
-        figures: dict[str, Any] = {
+        device = self._device
+        return {
             "device": status["device"],
             "state": status["state"],
             "boots": status["boots"],
-            "uptime_seconds": status["uptime"],
+            "uptime_s": status["uptime_s"],
             "hdmi_outputs": status["hdmi"]["outputs"] if status["hdmi"] else 0,
             "nodes": {
                 node["name"]: {
@@ -467,12 +459,8 @@ class ApplianceManager:
                 }
                 for node in status["nodes"]
             },
-            "runtime": {},
+            "runtime": device.metrics().to_json() if device is not None and self._powered else {},
         }
-        device = self._device
-        if device is not None and self._powered:
-            figures["runtime"] = device.metrics()
-        return figures
 
     def storage_list(self, path: str = "") -> list[StorageEntry]:
         """List a folder of the app's persistent storage (see :func:`emulator.api.storage.list_storage`).
@@ -531,14 +519,3 @@ class ApplianceManager:
                 self._paused.add(name)
             else:
                 self._paused.discard(name)
-
-
-@contextlib.contextmanager
-def _entered(device: DeviceLike) -> Any:
-    """Enter a device (boot), and leave it when the stack closes; a failed boot is left cleanly."""
-    manager: AbstractContextManager[Any] = device
-    manager.__enter__()
-    try:
-        yield device
-    finally:
-        manager.__exit__(None, None, None)

@@ -73,7 +73,7 @@ class DeviceStatus(BaseModel):
     state_dir: str
     app: AppInfo | None
     boots: int
-    uptime: float | None = Field(description="seconds since the last boot")
+    uptime_s: float | None = Field(description="seconds since the last boot (None unless running)")
     nodes: list[NodeStatus]
     cameras: list[CameraStatus]
     hdmi: HdmiStatus | None
@@ -143,7 +143,7 @@ class Metrics(BaseModel):
     device: str
     state: Literal["empty", "running", "off"]
     boots: int
-    uptime_seconds: float | None
+    uptime_s: float | None = Field(description="seconds since the last boot (None unless running)")
     hdmi_outputs: int
     nodes: dict[str, NodeFigures]
     runtime: dict[str, Any] = Field(description="the app's figures: frame rates, latency, drops, model calls")

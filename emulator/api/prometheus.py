@@ -1,4 +1,7 @@
-"""The device's figures in the Prometheus text exposition format (version 0.0.4)."""
+"""The device's figures in the Prometheus text exposition format (version 0.0.4).
+
+It renders the JSON of the device API's metrics, whose ``runtime`` is ``BootFigures.to_json()``.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +42,14 @@ def _escape(value: str) -> str:
 Samples = dict[str, list[tuple[Labels, float]]]
 
 
-def _walk(value: object, parts: list[str], labels: Labels, out: Samples) -> None:
+def _walk(value: object, parts: list[str], labels: Labels, out: Samples, names: str | None = None) -> None:
+    """Collect the samples below ``value``; ``names`` is the label its keys give when they are names."""
     if isinstance(value, Mapping):
-        label = _COLLECTIONS.get(parts[-1]) if parts else None
         for key, child in value.items():
-            if label is not None and isinstance(child, Mapping):
-                _walk(child, parts, (*labels, (label, str(key))), out)
+            if names is not None and isinstance(child, Mapping):
+                _walk(child, parts, (*labels, (names, str(key))), out)
             else:
-                _walk(child, [*parts, str(key)], labels, out)
+                _walk(child, [*parts, str(key)], labels, out, _COLLECTIONS.get(str(key)))
     elif isinstance(value, bool):
         out.setdefault(_name([PREFIX, *parts]), []).append((labels, 1.0 if value else 0.0))
     elif isinstance(value, (int, float)) and math.isfinite(value):
@@ -62,7 +65,9 @@ def prometheus_text(figures: Mapping[str, object]) -> str:
 
     Numbers and booleans become samples named by their path (``panorama_emulator_<key>_<key>``); below
     ``nodes``, ``cameras``, ``models`` and ``streams`` the keys are names and become a label instead
-    (``panorama_emulator_nodes_fps{node="code_node"}``). Strings, lists and None are left out.
+    (``panorama_emulator_nodes_fps{node="code_node"}``), once: the records of a named entry keep their key
+    (``panorama_emulator_runtime_nodes_latency_ms_p50{node="code_node"}``). Strings, lists and None are left
+    out.
 
     Args:
         figures: the figures, as the device API's JSON metrics hold them.

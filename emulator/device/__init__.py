@@ -1,9 +1,20 @@
-"""The emulated device: its state directory, verified assets and the root filesystems unpacked from them.
+"""The emulated device: its options, state directory, assets, sandboxes, and the status and figures it gives.
 
 Public names are re-exported here; each module keeps its own ``__all__`` (extend both when adding a module).
 """
 
 from emulator.device.appliance import Appliance
+from emulator.device.figures import (
+    BootFigures,
+    CameraFigures,
+    DeviceStatus,
+    HdmiFigures,
+    Latency,
+    ModelFigures,
+    NodeFigures,
+    NodeStatus,
+)
+from emulator.device.log_follower import LogFollower
 from emulator.device.network import PortForwarder
 from emulator.device.options import ApplianceOptions
 from emulator.device.rootfs import MOUNT_POINTS, UnpackLimits, is_unpacked, remove_tree, unpack_asset
@@ -16,8 +27,17 @@ __all__ = [
     "Appliance",
     "ApplianceOptions",
     "Backoff",
+    "BootFigures",
     "BwrapLauncher",
+    "CameraFigures",
+    "DeviceStatus",
     "DeviceStore",
+    "HdmiFigures",
+    "Latency",
+    "LogFollower",
+    "ModelFigures",
+    "NodeFigures",
+    "NodeStatus",
     "PortForwarder",
     "SandboxSpec",
     "Supervisor",

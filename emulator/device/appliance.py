@@ -8,34 +8,38 @@ restarted with backoff when it ends. Storage and logs stay from one boot to the 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
-from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
+from emulator.device.figures import (
+    BootFigures,
+    CameraFigures,
+    DeviceStatus,
+    HdmiFigures,
+    ModelFigures,
+    NodeFigures,
+    NodeStatus,
+)
+from emulator.device.log_follower import LogFollower
 from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.options import ApplianceOptions
-from emulator.device.sandbox import (
-    DEFAULT_PATH,
-    SDK_MOUNT,
-    BwrapLauncher,
-    LaunchedProcess,
-    ProcessLauncher,
-    SandboxSpec,
-    check_user_namespaces,
-)
+from emulator.device.sandbox import BwrapLauncher, ProcessLauncher, check_user_namespaces
+from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, node_service
 from emulator.device.store import DeviceStore
-from emulator.device.supervisor import Service, Supervisor, read_rotated
-from emulator.errors import AssetError, DeviceError, EmulatorError, ProjectError
-from emulator.plan import AppPlan, CodeNodePlan, ModelPlan, plan_application
+from emulator.device.supervisor import Supervisor, read_rotated
+from emulator.errors import DeviceError
+from emulator.plan import AppPlan, CodeNodePlan, plan_application
 from emulator.project import Project
 
 if TYPE_CHECKING:
@@ -44,8 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Appliance"]
 
 log = logging.getLogger(__name__)
-
-CONSOLE_OUTPUT = "console_output"
 
 
 @dataclass
@@ -58,23 +60,6 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
-
-
-class _Echo:
-    """Writes app output to a terminal, one line at a time prefixed by the node name, and to a listener."""
-
-    def __init__(self, stream: TextIO | None, listener: Callable[[str, str], None] | None) -> None:
-        self._stream = stream
-        self._listener = listener
-        self._lock = threading.Lock()
-
-    def __call__(self, node: str, line: str) -> None:
-        if self._listener is not None:
-            self._listener(node, line)
-        if self._stream is not None:
-            with self._lock:
-                self._stream.write(f"{node} | {line}\n")
-                self._stream.flush()
 
 
 class Appliance:
@@ -126,7 +111,7 @@ class Appliance:
         self.quiet_point: QuietPoint | None = None
         """How the last lockstep ``wait_for_frames`` of this boot ended (None before one)."""
         self._launcher = launcher
-        self._echo = _Echo(None if options.quiet else sys.stdout, on_line)
+        self._echo = Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
         self._hdmi: Any = None
         self._hdmi_made = False
@@ -196,6 +181,29 @@ class Appliance:
         """
         return read_rotated(self.logs_path(node) / CONSOLE_OUTPUT)
 
+    def follow_logs(self, node: str, file: str | None = None, *, from_start: bool = False) -> LogFollower:
+        """Follow a code node's console output (or another file of its log folder) as it grows.
+
+        The follower goes on across rotations and boots; close it when done.
+
+        Args:
+            node: a code node of the application.
+            file: a plain file name in the node's log folder, such as the ``app.log`` the app writes; None
+                for ``console_output`` (what the node printed).
+            from_start: read what the file already holds too (default: only what is written from now on).
+
+        Returns:
+            The follower; ``read_new()`` gives the lines written since the last call.
+
+        Raises:
+            DeviceError: ``node`` is not a code node, or ``file`` is not a plain file name.
+        """
+        folder = self.logs_path(node)
+        name = CONSOLE_OUTPUT if file is None else file
+        if not name or "/" in name or "\\" in name or "\x00" in name or name.startswith("."):
+            raise DeviceError("a log file is named by its plain name, such as app.log", file=name[:100])
+        return LogFollower(folder / name, from_start=from_start)
+
     @property
     def boots(self) -> int:
         """How many times this device has booted (kept in the device's state directory)."""
@@ -235,48 +243,8 @@ class Appliance:
             AssetError: an asset is corrupted or cannot be unpacked (a model asset's error names its node).
             SandboxError: an entry point is missing from its rootfs or built for a CPU this host cannot run.
         """
-        if self._rootfs:
-            return
-        unpacked: dict[str, Path] = {}
-        for node in self.plan.code_nodes:
-            self.store.install_asset(
-                self.project.asset_path(node.asset_uri), self.project.asset_path(node.descriptor_uri)
-            )
-            rootfs = self.store.rootfs(node.asset_uri, progress=not self.options.quiet)
-            search_path = self._base_env(node)["PATH"]
-            arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
-            unpacked[node.name] = rootfs
-        for model in self.plan.models:
-            try:
-                self.store.install_asset(
-                    self._model_file(model, model.asset_uri), self._model_file(model, model.descriptor_uri)
-                )
-                # A model asset is files only: no mount points for a sandbox.
-                model_dir = self.store.rootfs(
-                    model.asset_uri, progress=not self.options.quiet, mount_points=()
-                )
-                unpacked[model.name] = model_dir
-            except AssetError as error:
-                error.node = error.node or model.name
-                raise
-        self._rootfs = unpacked
-
-    def _model_file(self, model: ModelPlan, uri: str) -> Path:
-        """A model asset's file in the project; if it went since the graph was read, how to put it back."""
-        try:
-            return self.project.asset_path(uri)
-        except ProjectError:
-            try:
-                hint = "; " + self.project.add_raw_model_hint(
-                    model.asset, self.project.package_dir(model.package)
-                )
-            except ProjectError:
-                hint = ""
-            raise ProjectError(
-                f"the model asset {model.asset} is missing: {uri} is not in {self.project.assets_dir}{hint}",
-                node=model.name,
-                asset=uri,
-            ) from None
+        if not self._rootfs:
+            self._rootfs = deploy_assets(self.plan, self.project, self.store, progress=not self.options.quiet)
 
     # --- power -------------------------------------------------------------------------------------------
 
@@ -306,39 +274,33 @@ class Appliance:
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
-            runtime = start_runtime(
-                self.plan,
-                run_dir,
-                cameras=self.cameras,
-                hdmi=self.hdmi if self.plan.sinks else None,
-                model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
-                mode=self.mode,
-            )
-            supervisor: Supervisor | None = None
-            forwarders: list[PortForwarder] = []
-            try:
+            place = BootPlace(self.app, self.device, self.network, self.store, run_dir, etc, unprivileged)
+            with contextlib.ExitStack() as undo:
+                runtime = start_runtime(
+                    self.plan,
+                    run_dir,
+                    cameras=self.cameras,
+                    hdmi=self.hdmi if self.plan.sinks else None,
+                    model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
+                    mode=self.mode,
+                )
+                undo.callback(runtime.stop)
+                starting = [node for node in self.plan.code_nodes if node.starts_at_boot]
                 services = [
-                    self._service(node, launcher, runtime, run_dir, etc, unprivileged)
-                    for node in self.plan.code_nodes
-                    if node.starts_at_boot
+                    node_service(node, self._rootfs[node.name], place, runtime, launcher) for node in starting
                 ]
                 supervisor = Supervisor(
                     services, backoff=self.options.backoff, grace=self.options.grace_period, echo=self._echo
                 )
+                undo.callback(supervisor.kill)
                 supervisor.start()
                 routes, forwarders = open_routes(
-                    [node for node in self.plan.code_nodes if node.starts_at_boot],
+                    starting,
                     network=self.network,
                     listen_host=self.options.inbound_host,
                     process_of=supervisor.process,
                 )
-            except BaseException:
-                for forwarder in forwarders:
-                    forwarder.close()
-                if supervisor is not None:
-                    supervisor.kill()
-                runtime.stop()
-                raise
+                undo.pop_all()  # booted: shutdown and power_cut stop it from now on
             self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes)
             self._last = self._boot
 
@@ -366,6 +328,16 @@ class Appliance:
             for forwarder in boot.forwarders:
                 forwarder.close()
             self._power_off(boot)
+
+    def power_cycle(self) -> None:
+        """Pull the plug, then power on again (``power_cut`` then ``boot``), as a device's power button does.
+
+        Raises:
+            EmulatorError: as ``boot`` does; the device then stays off.
+        """
+        with self._lock:
+            self.power_cut()
+            self.boot()
 
     def reboot(self, grace: float | None = None) -> None:
         """Graceful shutdown, then boot."""
@@ -478,35 +450,27 @@ class Appliance:
 
     # --- figures -----------------------------------------------------------------------------------------
 
-    def status(self) -> dict[str, object]:
-        """The device's state now.
-
-        Returns:
-            ``{"device", "app", "state" (on | off), "boots", "uptime_s", "mode", "network", "routes",
-            "nodes": {node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "launch"}}}``; after a
-            shutdown the nodes are those of the last boot.
-        """
+    def status(self) -> DeviceStatus:
+        """The device's state now; after a shutdown the nodes and routes are those of the last boot."""
         boot = self._boot or self._last
-        nodes: dict[str, object] = {}
         supervised = boot.supervisor.status() if boot is not None else {}
-        for plan in self.plan.code_nodes:
-            entry: dict[str, object] = {
-                "state": "not started", "pid": None, "restarts": 0, "exit_codes": [], "uptime_s": 0.0,
-            }  # fmt: skip
-            entry.update(supervised.get(plan.name, {}))
-            entry["launch"] = plan.launch
-            nodes[plan.name] = entry
-        return {
-            "device": self.device,
-            "app": self.app,
-            "state": "on" if self._boot is not None else "off",
-            "boots": self.boots,
-            "uptime_s": round(self.uptime, 3),
-            "mode": self.mode,
-            "network": self.network,
-            "routes": [route.__dict__ for route in (boot.routes if boot is not None else [])],
-            "nodes": nodes,
+        nodes = {
+            plan.name: NodeStatus.from_json({**supervised[plan.name], "launch": plan.launch})
+            if plan.name in supervised
+            else NodeStatus(launch=plan.launch)
+            for plan in self.plan.code_nodes
         }
+        return DeviceStatus(
+            device=self.device,
+            app=self.app,
+            state="on" if self._boot is not None else "off",
+            boots=self.boots,
+            uptime_s=round(self.uptime, 3),
+            mode=self.mode,
+            network=self.network,
+            routes=tuple(boot.routes) if boot is not None else (),
+            nodes=nodes,
+        )
 
     @property
     def uptime(self) -> float:
@@ -514,86 +478,35 @@ class Appliance:
         boot = self._boot
         return time.monotonic() - boot.started if boot is not None else self._uptime_last
 
-    def metrics(self) -> dict[str, object]:
-        """The figures of the current (or last) boot, JSON-able.
-
-        Returns:
-            ``{"boots", "uptime_s", "frames_out", "mode", "nodes": {node: {fps, latency_ms, frames_in,
-            frames_out, dropped, model_calls, restarts, exit_codes, ...}}, "cameras", "models", "hdmi"}``.
-        """
+    def metrics(self) -> BootFigures:
+        """The figures of the current (or last) boot: per code node, camera and model node, and the HDMI."""
         boot = self._boot or self._last
-        figures: dict[str, object] = boot.runtime.metrics() if boot is not None else {}
-        supervised = boot.supervisor.status() if boot is not None else {}
-        nodes_value = figures.get("nodes")
-        nodes: dict[str, Any] = dict(nodes_value) if isinstance(nodes_value, dict) else {}
-        for plan in self.plan.code_nodes:
-            entry = dict(nodes.get(plan.name, {}))
-            state = supervised.get(plan.name, {})
-            entry["restarts"] = state.get("restarts", 0)
-            entry["exit_codes"] = state.get("exit_codes", [])
-            entry["state"] = state.get("state", "not started")
-            nodes[plan.name] = entry
-        figures["nodes"] = nodes
-        figures["boots"] = self.boots
-        figures["uptime_s"] = round(self.uptime, 3)
-        figures["mode"] = self.mode
-        figures["models"] = boot.runtime.model_metrics() if boot is not None else {}
-        if self.plan.sinks and self._hdmi is not None:
-            figures["hdmi"] = self._hdmi.metrics()
-        return figures
-
-    # --- pieces of a boot --------------------------------------------------------------------------------
-
-    def _base_env(self, node: CodeNodePlan) -> dict[str, str]:
-        env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-        env.update({variable.name: variable.value for variable in node.descriptor.environment})
-        return env
-
-    def _service(
-        self,
-        node: CodeNodePlan,
-        launcher: ProcessLauncher,
-        runtime: BootRuntime,
-        run_dir: Path,
-        etc: Mapping[str, Path],
-        unprivileged: bool,
-    ) -> Service:
-        env = self._base_env(node)
-        bridge = runtime.node_env(node.name)
-        sdk_path = bridge.pop("PYTHONPATH", SDK_MOUNT)
-        app_path = env.get("PYTHONPATH")
-        env.update(bridge)
-        env["PYTHONPATH"] = f"{sdk_path}:{app_path}" if app_path else sdk_path
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        rootfs = self._rootfs[node.name]
-        ro_files = tuple(
-            (source, target) for target, source in etc.items() if (rootfs / target.lstrip("/")).is_file()
+        hdmi = (
+            HdmiFigures.from_json(self._hdmi.metrics())
+            if self.plan.sinks and self._hdmi is not None
+            else None
         )
-        descriptor = node.descriptor
-        command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
-        logs_dir = self.store.logs_dir(self.app, node.name)
-        spec = SandboxSpec(
-            rootfs=rootfs,
-            command=command,
-            env=env,
-            hostname=self.device,
-            storage_dir=self.store.storage_dir(self.app),
-            logs_dir=logs_dir,
-            sdk_dir=runtime.sdk_dir,
-            run_dir=run_dir,
-            network=self.network,
-            user_namespace=unprivileged,
-            ro_files=ro_files,
+        figures = BootFigures(boots=self.boots, uptime_s=round(self.uptime, 3), mode=self.mode, hdmi=hdmi)
+        if boot is None:
+            nodes = {plan.name: NodeFigures() for plan in self.plan.code_nodes}
+            return dataclasses.replace(figures, nodes=nodes)
+        bridge = boot.runtime.metrics()
+        supervised = boot.supervisor.status()
+        not_started = dataclasses.asdict(NodeFigures())
+        return dataclasses.replace(
+            figures,
+            frames_out=int(bridge["frames_out"]),
+            nodes={
+                plan.name: NodeFigures.from_parts(
+                    supervised.get(plan.name, not_started), bridge["nodes"].get(plan.name)
+                )
+                for plan in self.plan.code_nodes
+            },
+            cameras={name: CameraFigures.from_json(camera) for name, camera in bridge["cameras"].items()},
+            models={
+                name: ModelFigures.from_json(model) for name, model in boot.runtime.model_metrics().items()
+            },
         )
-
-        def launch() -> LaunchedProcess:
-            try:
-                return launcher.launch(spec)
-            except EmulatorError as error:
-                error.node = error.node or node.name
-                raise
-
-        return Service(node.name, launch, logs_dir / CONSOLE_OUTPUT)
 
     # --- cameras -----------------------------------------------------------------------------------------
 
@@ -603,7 +516,7 @@ class Appliance:
         Raises:
             DeviceError: the appliance is off, or it has no such camera.
         """
-        self._require_boot().runtime.runtime.pause_camera(name)
+        self._require_boot().runtime.pause_camera(name)
 
     def resume_camera(self, name: str) -> None:
         """Let a paused camera deliver frames again.
@@ -611,4 +524,4 @@ class Appliance:
         Raises:
             DeviceError: the appliance is off, or it has no such camera.
         """
-        self._require_boot().runtime.runtime.resume_camera(name)
+        self._require_boot().runtime.resume_camera(name)

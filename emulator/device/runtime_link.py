@@ -130,13 +130,29 @@ class BootRuntime:
         waited = time.monotonic() - started
         return QuietPoint(frames, self.runtime.frames_out, quiet, busy, waited, quiet_timeout)
 
-    def metrics(self) -> dict[str, object]:
-        """The runtime's figures (nodes, cameras, frames out)."""
+    def metrics(self) -> dict[str, Any]:
+        """The bridge's figures as ``runtime.bridge.Runtime.metrics()`` gives them (nodes, cameras ...)."""
         return self.runtime.metrics()
 
-    def model_metrics(self) -> dict[str, object]:
+    def model_metrics(self) -> dict[str, Any]:
         """Per model node: calls, errors, latency percentiles."""
         return dict(self.models.metrics()) if self.models is not None else {}
+
+    def pause_camera(self, name: str) -> None:
+        """Stop a camera until it is resumed.
+
+        Raises:
+            DeviceError: no such camera.
+        """
+        self.runtime.pause_camera(name)
+
+    def resume_camera(self, name: str) -> None:
+        """Let a paused camera deliver frames again.
+
+        Raises:
+            DeviceError: no such camera.
+        """
+        self.runtime.resume_camera(name)
 
     def stop(self) -> None:
         """Stop the bridge and cameras, close the sources and the model host. Safe to call twice."""

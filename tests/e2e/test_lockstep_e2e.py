@@ -47,7 +47,7 @@ def frame_n(appliance: Appliance, stopped_before: int) -> tuple[np.ndarray, dict
         lambda: len(found := reports(appliance.logs(CODE_NODE), "stopped")) > stopped_before and found,
         "the probe to stop",
     )
-    assert appliance.metrics()["frames_out"] == LOCKSTEP_FRAMES  # it put exactly that many, then stopped
+    assert appliance.metrics().frames_out == LOCKSTEP_FRAMES  # it put exactly that many, then stopped
     point = appliance.quiet_point
     assert point is not None and not point.quiet and point.busy == (CODE_NODE,)  # it never asked again
     frame = appliance.hdmi.last_frame

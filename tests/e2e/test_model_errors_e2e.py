@@ -149,9 +149,9 @@ def assert_still_running(appliance: Appliance, node: str) -> None:
     """The device is on and the app node runs in the instance it started with."""
     appliance.check()
     status = appliance.status()
-    assert status["state"] == "on"
-    entry = status["nodes"][node]  # type: ignore[index]
-    assert entry["state"] == "running" and entry["restarts"] == 0 and entry["exit_codes"] == []
+    assert status.state == "on"
+    entry = status.nodes[node]
+    assert entry.state == "running" and entry.restarts == 0 and entry.exit_codes == ()
 
 
 def call_error(result: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +194,9 @@ def test_wrong_input_name_shape_and_model_node_fail_in_the_app_which_goes_on(
     assert appliance.wait_for_frames(5)
     assert any(label.startswith("model calls ok ") for label in appliance.hdmi.labels())
     assert_still_running(appliance, "caller")
-    metrics = appliance.metrics()["models"]["conv"]  # type: ignore[index]
-    assert metrics["errors"] == 3  # the unknown node never reaches the model
-    assert metrics["calls"] >= 2 + 3 + 5
+    metrics = appliance.metrics().models["conv"]
+    assert metrics.errors == 3  # the unknown node never reaches the model
+    assert metrics.calls >= 2 + 3 + 5
 
 
 # --- errors at boot and deploy ------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_a_missing_framework_runtime_fails_the_boot_naming_the_package(
     assert "\n" not in message
     # Nothing was started: the app never ran, so it never got to call the model.
     assert not appliance.running
-    assert appliance.status()["nodes"]["caller"]["state"] == "not started"  # type: ignore[index]
+    assert appliance.status().nodes["caller"].state == "not started"
     assert appliance.logs("caller") == ""
 
 
@@ -298,8 +298,8 @@ def test_a_model_that_raises_fails_that_call_only(device: MakeDevice, model_file
 
     assert appliance.wait_for_frames(5)
     assert_still_running(appliance, "caller")
-    metrics = appliance.metrics()["models"]["raiser"]  # type: ignore[index]
-    assert metrics["errors"] == 1 and metrics["calls"] >= 3 + 5
+    metrics = appliance.metrics().models["raiser"]
+    assert metrics.errors == 1 and metrics.calls >= 3 + 5
 
 
 def test_two_app_nodes_calling_one_model_both_get_their_results(
@@ -318,10 +318,10 @@ def test_two_app_nodes_calling_one_model_both_get_their_results(
         assert got["calls"] == calls and got["ok"] == calls, got["errors"]
         assert got["sums"] == pytest.approx(sums, abs=2e-3)
     figures = appliance.metrics()
-    assert figures["models"]["conv"]["calls"] == 2 * calls  # type: ignore[index]
-    assert figures["models"]["conv"]["errors"] == 0  # type: ignore[index]
+    assert figures.models["conv"].calls == 2 * calls
+    assert figures.models["conv"].errors == 0
     for worker in workers:
-        assert figures["nodes"][worker.name]["model_calls"] == calls  # type: ignore[index]
+        assert figures.nodes[worker.name].model_calls == calls
         assert_still_running(appliance, worker.name)
 
 
@@ -369,8 +369,8 @@ def test_a_long_call_from_one_app_node_does_not_hold_up_another(
     assert got["sums"] == pytest.approx([round(4 * float(expected), 3)], abs=1e-3)
     assert reports(appliance.logs("long_caller"), "long") == []  # still under way
     figures = appliance.metrics()
-    assert figures["models"]["spinner"]["calls"] == 11  # type: ignore[index]
-    assert figures["nodes"]["long_caller"]["model_calls"] == 1  # type: ignore[index]
-    assert figures["nodes"]["waiter"]["model_calls"] == 10  # type: ignore[index]
+    assert figures.models["spinner"].calls == 11
+    assert figures.nodes["long_caller"].model_calls == 1
+    assert figures.nodes["waiter"].model_calls == 10
     assert_still_running(appliance, "long_caller")
     assert_still_running(appliance, "waiter")

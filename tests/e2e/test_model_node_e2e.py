@@ -238,9 +238,9 @@ def test_detector_finds_the_people_of_the_synthetic_scene(
 
     labels = appliance.hdmi.labels()
     assert "person" in labels and f"people: {len(scene.expected)}" in labels
-    figures = metrics["models"][MODEL_ASSET]
-    assert figures["calls"] >= FRAMES and figures["errors"] == 0
-    assert metrics["nodes"]["code_node"]["model_calls"] >= FRAMES
+    figures = metrics.models[MODEL_ASSET]
+    assert figures.calls >= FRAMES and figures.errors == 0
+    assert metrics.nodes["code_node"].model_calls >= FRAMES
     saved = json.loads((appliance.storage_path / "people_count.json").read_text())
     assert saved["frames"] >= 30 and saved["detections"] >= 30 * len(scene.expected)
 
@@ -258,8 +258,8 @@ def test_torchscript_model_gives_the_same_detections(
     assert logged and logged[0]["frame"] == 0
     for entry in logged:
         assert_same_boxes(entry["people"], scene.expected)
-    assert metrics["models"][MODEL_ASSET]["calls"] >= FRAMES
-    assert metrics["models"][MODEL_ASSET]["errors"] == 0
+    assert metrics.models[MODEL_ASSET].calls >= FRAMES
+    assert metrics.models[MODEL_ASSET].errors == 0
 
 
 def strip_model(project: Path) -> None:

@@ -54,11 +54,11 @@ def test_two_cameras_in_one_get_in_lockstep(sdk_probe_project: Path, e2e_state_d
         assert appliance.wait_for_frames(20, timeout=180)
         batches = wait_for(lambda: (found := batches_after(appliance, seen)) and len(found) >= 20 and found,
                            "20 batches")  # fmt: skip
-        metrics: dict[str, Any] = appliance.metrics()
+        metrics = appliance.metrics()
         hdmi_streams = appliance.hdmi.streams
         labels = appliance.hdmi.labels()
         frame = appliance.hdmi.last_frame
-    uris = {name: metrics["cameras"][name]["uri"] for name in CAMERAS}
+    uris = {name: metrics.cameras[name].uri for name in CAMERAS}
     for batch in batches:
         streams = batch["streams"]
         assert [stream["id"] for stream in streams] == ["CAMERA_A", "CAMERA_B"]  # distinct, in graph order
@@ -67,8 +67,8 @@ def test_two_cameras_in_one_get_in_lockstep(sdk_probe_project: Path, e2e_state_d
         assert [stream["cached"] for stream in streams] == [False, False]
     check_cached_rule(batches)
     assert uris["CAMERA_B"].endswith("scene=people") or "people" in uris["CAMERA_B"]
-    assert metrics["nodes"][CODE_NODE]["frames_in"] >= 2 * 20
-    assert metrics["nodes"][CODE_NODE]["cached_in"] == 0
+    assert metrics.nodes[CODE_NODE].frames_in >= 2 * 20
+    assert metrics.nodes[CODE_NODE].cached_in == 0
     # HDMI shows both streams side by side, each with the label the app put on it.
     assert hdmi_streams == ("CAMERA_A", "CAMERA_B")
     assert {"camera CAMERA_A", "camera CAMERA_B"} <= labels
@@ -114,7 +114,7 @@ def test_a_paused_camera_stays_cached_beside_a_live_one_in_realtime(
             "new CAMERA_B frames after resume",
         )  # fmt: skip
         batches = batches_after(appliance, seen)
-        metrics: dict[str, Any] = appliance.metrics()
+        metrics = appliance.metrics()
     first = batches[0]["streams"]
     assert [stream["id"] for stream in first] == ["CAMERA_A", "CAMERA_B"]
     assert [stream["cached"] for stream in first] == [False, False]  # never for the app's first frame
@@ -128,5 +128,5 @@ def test_a_paused_camera_stays_cached_beside_a_live_one_in_realtime(
     assert all(batch["streams"][1]["cached"] is True for batch in while_paused)
     assert len({tuple(batch["streams"][1]["time_stamp"]) for batch in while_paused}) == 1
     assert seconds(while_paused[0]["streams"][1]) < paused + settle
-    assert metrics["nodes"][CODE_NODE]["cached_in"] >= 10
-    assert metrics["cameras"]["CAMERA_B"]["paused"] is False
+    assert metrics.nodes[CODE_NODE].cached_in >= 10
+    assert metrics.cameras["CAMERA_B"].paused is False

@@ -64,8 +64,8 @@ def test_hdmi_output_shows_the_people_counters_labels(people_counter_project: Pa
     # The count the app keeps in its storage (saved every 30 frames and at boot).
     saved = json.loads(count_file.read_text())
     assert saved["boots"] == 1 and saved["frames"] >= 30 and saved["detections"] > 0
-    node = metrics["nodes"]["code_node"]  # type: ignore[index]
-    assert node["frames_out"] >= FRAMES and node["restarts"] == 0
+    node = metrics.nodes["code_node"]
+    assert node.frames_out >= FRAMES and node.restarts == 0
 
 
 def test_cli_run_frames_writes_a_summary_a_snapshot_and_a_recording(

@@ -216,7 +216,7 @@ def runs(published: Built) -> Iterator[dict[str, dict[str, object]]]:
             with appliance:
                 assert appliance.wait_for_frames(FRAMES, timeout=300)
                 frame = np.array(appliance.hdmi.last_frame, copy=True)
-                metrics = appliance.metrics()
+                metrics = appliance.metrics().to_json()
                 app_log = (appliance.logs_path(NODE) / "app.log").read_text()
                 console = appliance.logs(NODE)
             seen[name] = {"frame": frame, "metrics": metrics, "app_log": app_log, "console": console}

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from _e2e_helpers import CODE_NODE, probe_appliance, reports, wait_for_report
 
+from emulator.device.figures import DeviceStatus
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
 MARKER = (255, 0, 255)  # what the probe paints into every frame (BGR)
@@ -43,7 +45,7 @@ class ProbeRun:
     camera_uri: str
     outputs_after_resume: int
     outputs_at_resume: int
-    status: dict[str, Any]
+    status: DeviceStatus
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +59,14 @@ def probe(sdk_probe_project: Path, e2e_state_dir: Path) -> Iterator[ProbeRun]:
         appliance.release_frames()  # lockstep holds the cameras after the frames asked for
 
         appliance.pause_camera("camera_node")
-        metrics: dict[str, Any] = appliance.metrics()
-        paused_metric = bool(metrics["cameras"]["camera_node"]["paused"])
+        metrics = appliance.metrics()
+        paused_metric = metrics.cameras["camera_node"].paused
         (timeout,) = wait_for_report(appliance, "timeout")[:1]
         appliance.resume_camera("camera_node")
         (resumed,) = wait_for_report(appliance, "resumed")
-        at_resume = int(appliance.metrics()["frames_out"])  # type: ignore[call-overload]
+        at_resume = appliance.metrics().frames_out
         assert appliance.wait_for_frames(at_resume + 10, timeout=180)
-        after = int(appliance.metrics()["frames_out"])  # type: ignore[call-overload]
+        after = appliance.metrics().frames_out
 
         log = appliance.logs(CODE_NODE)
         (params,) = reports(log, "params")
@@ -81,7 +83,7 @@ def probe(sdk_probe_project: Path, e2e_state_dir: Path) -> Iterator[ProbeRun]:
             hdmi_frame=hdmi_frame,
             hdmi_labels=appliance.hdmi.labels(),
             hdmi_streams=hdmi_streams,
-            camera_uri=str(metrics["cameras"]["camera_node"]["uri"]),
+            camera_uri=metrics.cameras["camera_node"].uri,
             outputs_after_resume=after,
             outputs_at_resume=at_resume,
             status=appliance.status(),
@@ -216,10 +218,10 @@ def test_get_with_timeout_on_a_paused_camera_raises_timeout_error(probe: ProbeRu
 def test_frames_flow_again_after_resume(probe: ProbeRun) -> None:
     assert probe.resumed["count"] == 1
     assert probe.outputs_after_resume >= probe.outputs_at_resume + 10
-    node = probe.status["nodes"][CODE_NODE]
-    assert node["state"] == "running" and node["restarts"] == 0
+    node = probe.status.nodes[CODE_NODE]
+    assert node.state == "running" and node.restarts == 0
 
 
 def test_the_app_never_crashed(probe: ProbeRun) -> None:
-    assert probe.status["state"] == "on"
-    assert probe.status["nodes"][CODE_NODE]["exit_codes"] == []
+    assert probe.status.state == "on"
+    assert probe.status.nodes[CODE_NODE].exit_codes == ()

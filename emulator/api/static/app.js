@@ -79,7 +79,7 @@ function renderStatus(status) {
   badge.textContent = status.state;
   badge.className = "badge " + status.state;
   $("boots").textContent = status.boots;
-  $("uptime").textContent = formatSeconds(status.uptime);
+  $("uptime").textContent = formatSeconds(status.uptime_s);
   $("app").textContent = status.app ? status.app.name + " (" + status.app.source + ")" : "no app deployed";
   $("reboot").disabled = $("power-cut").disabled = $("shutdown").disabled = status.state !== "running";
   $("boot").disabled = status.state !== "off";

@@ -20,8 +20,8 @@ def test_frames_go_through_with_the_hog_label(panorama_app):
     labels = [label for label in panorama_app.hdmi.labels() if HOG_LABEL.match(label)]
     assert labels, panorama_app.hdmi.labels()
     assert panorama_app.hdmi.last_frame.shape == (1080, 1920, 3)
-    node = panorama_app.metrics()["nodes"]["code_node"]
-    assert node["frames_out"] >= 10 and node["restarts"] == 0
+    node = panorama_app.metrics().nodes["code_node"]
+    assert node.frames_out >= 10 and node.restarts == 0
 
 
 class TestOnThePeopleScene:

@@ -24,11 +24,11 @@ def test_marks_people_on_the_hdmi_output(panorama_app):
 def test_every_frame_goes_through_the_model_node(panorama_app):
     frames = panorama_app.run_frames(20)
     metrics = panorama_app.metrics()
-    model = metrics["models"][MODEL_NODE]
-    assert model["calls"] >= frames >= 20
-    assert model["errors"] == 0
-    assert 0 < model["p50_ms"] <= model["p99_ms"]
-    assert metrics["nodes"]["code_node"]["model_calls"] >= 20
+    model = metrics.models[MODEL_NODE]
+    assert model.calls >= frames >= 20
+    assert model.errors == 0
+    assert 0 < model.p50_ms <= model.p99_ms
+    assert metrics.nodes["code_node"].model_calls >= 20
 
 
 def test_count_survives_reboot_and_power_cut(panorama_app):

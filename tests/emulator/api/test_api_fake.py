@@ -63,6 +63,19 @@ def test_status_describes_device_nodes_cameras_and_hdmi(
     assert status["storage_path"].endswith("apps/people-counter/storage")
 
 
+def test_uptime_has_one_name_in_the_status_the_metrics_and_prometheus(fake_client: httpx.Client) -> None:
+    status = fake_client.get("/api/status").json()
+    figures = fake_client.get("/api/metrics").json()
+    for data in (status, figures, figures["runtime"]):
+        assert isinstance(data["uptime_s"], float) and data["uptime_s"] >= 0
+        assert "uptime" not in data and "uptime_seconds" not in data
+    text = fake_client.get("/metrics").text
+    assert any(line.startswith("panorama_emulator_uptime_s ") for line in text.splitlines())
+    assert "uptime_seconds" not in text
+    off = fake_client.post("/api/device/shutdown").json()
+    assert off["uptime_s"] is None
+
+
 def test_power_lifecycle(fake_client: httpx.Client) -> None:
     assert fake_client.post("/api/device/reboot").json()["boots"] == 2
     after_cut = fake_client.post("/api/device/power-cut").json()

@@ -84,8 +84,8 @@ def test_storage_survives_boots_and_tmp_does_not(boot_counter_project: Path, sta
     boots_before = first.boots
     with first:
         reports = wait_for(lambda: report(first.logs(node), "boot-counter:"), what="the first report")
-        assert first.status()["state"] == "on"
-    assert first.status()["state"] == "off"
+        assert first.status().state == "on"
+    assert first.status().state == "off"
     # A second "run" against the same device: a new Appliance, the same state directory.
     second = appliance(boot_counter_project, state_dir)
     with second:
@@ -106,11 +106,9 @@ def test_storage_survives_boots_and_tmp_does_not(boot_counter_project: Path, sta
     assert f"boot {runs[-1]['boot']}: stopping (signal 15)" in app_log
     assert (second.logs_path(node) / "console_output").is_file()
     assert second.logs(node).count("boot-counter: stopping") >= 3
-    nodes = status["nodes"]
-    assert isinstance(nodes, dict)
-    assert nodes[node]["state"] == "running" and nodes[node]["restarts"] == 0
-    assert isinstance(nodes[node]["pid"], int)
-    assert second.status()["nodes"][node]["exit_codes"] == [0]  # type: ignore[index]
+    assert status.nodes[node].state == "running" and status.nodes[node].restarts == 0
+    assert isinstance(status.nodes[node].pid, int)
+    assert second.status().nodes[node].exit_codes == (0,)
 
 
 def test_each_boot_starts_with_an_empty_run_dir(project: MakeProject, state_dir: Path) -> None:
@@ -206,14 +204,12 @@ def test_a_crashing_app_is_restarted_with_backoff_and_the_device_keeps_running(
         project("crash-app", NodeSpec("crasher", "crasher.py"), NodeSpec("steady", "steady.py")), state_dir
     )
     with device:
-        wait_for(lambda: int(device.status()["nodes"]["crasher"]["restarts"]) >= 3, what="3 restarts")  # type: ignore[index]
+        wait_for(lambda: device.status().nodes["crasher"].restarts >= 3, what="3 restarts")
         status = device.status()
-        nodes = status["nodes"]
-        assert isinstance(nodes, dict)
-        assert set(nodes["crasher"]["exit_codes"]) == {1}
-        assert nodes["steady"]["state"] == "running" and nodes["steady"]["restarts"] == 0
-        assert status["state"] == "on"
-        assert device.metrics()["nodes"]["crasher"]["restarts"] >= 3  # type: ignore[index]
+        assert set(status.nodes["crasher"].exit_codes) == {1}
+        assert status.nodes["steady"].state == "running" and status.nodes["steady"].restarts == 0
+        assert status.state == "on"
+        assert device.metrics().nodes["crasher"].restarts >= 3
         with pytest.raises(DeviceError) as caught:
             device.check()
         message = str(caught.value)
@@ -237,10 +233,9 @@ def test_shutdown_is_graceful_then_forceful(project: MakeProject, state_dir: Pat
     )  # fmt: skip
     with device:
         wait_for(lambda: "steady: up" in device.logs("polite") and "steady: up" in device.logs("stubborn"))
-    nodes = device.status()["nodes"]
-    assert isinstance(nodes, dict)
-    assert nodes["polite"]["exit_codes"] == [0]
-    assert nodes["stubborn"]["exit_codes"] == [128 + 9]
+    nodes = device.status().nodes
+    assert nodes["polite"].exit_codes == (0,)
+    assert nodes["stubborn"].exit_codes == (128 + 9,)
     assert "graceful stop" in device.logs("polite")
     assert (device.logs_path("polite") / "stopped").read_text() == "graceful\n"
 
@@ -253,13 +248,35 @@ def test_a_power_cut_gives_no_grace_and_the_next_boot_starts_again(
         wait_for(lambda: "steady: up" in device.logs("steady"))
         boots = device.boots
         device.power_cut()
-        assert device.status()["state"] == "off"
-        assert device.status()["nodes"]["steady"]["exit_codes"] == [128 + 9]  # type: ignore[index]
+        assert device.status().state == "off"
+        assert device.status().nodes["steady"].exit_codes == (128 + 9,)
         assert "graceful stop" not in device.logs("steady")
         device.boot()
         assert device.boots == boots + 1
         wait_for(lambda: device.logs("steady").count("steady: up") == 2)
-        assert device.status()["nodes"]["steady"]["state"] == "running"  # type: ignore[index]
+        assert device.status().nodes["steady"].state == "running"
+
+
+def test_power_cycle_kills_and_boots_and_a_follower_sees_both_boots(
+    project: MakeProject, state_dir: Path
+) -> None:
+    device = appliance(project("cycle-app", NodeSpec("steady", "steady.py")), state_dir, grace_period=30)
+    with device:
+        wait_for(lambda: "steady: up" in device.logs("steady"))
+        follower = device.follow_logs("steady", from_start=True)
+        try:
+            seen: list[str] = []
+            wait_for(lambda: seen.extend(follower.read_new()) or "steady: up" in seen)
+            boots = device.boots
+            device.power_cycle()
+            assert device.running and device.boots == boots + 1
+            assert device.status().nodes["steady"].exit_codes == ()  # a new boot: the cut is of the last
+            wait_for(lambda: seen.extend(follower.read_new()) or seen.count("steady: up") == 2)
+        finally:
+            follower.close()
+        assert "graceful stop" not in device.logs("steady")
+        with pytest.raises(DeviceError, match="plain name"):
+            device.follow_logs("steady", "../secret")
 
 
 def test_on_demand_nodes_are_not_started_at_boot(project: MakeProject, state_dir: Path) -> None:
@@ -270,7 +287,7 @@ def test_on_demand_nodes_are_not_started_at_boot(project: MakeProject, state_dir
     )  # fmt: skip
     with device:
         wait_for(lambda: "steady: up" in device.logs("steady"))
-        assert device.status()["nodes"]["later"]["state"] == "not started"  # type: ignore[index]
+        assert device.status().nodes["later"].state == "not started"
 
 
 # --- network ------------------------------------------------------------------------------------------------
@@ -294,7 +311,7 @@ def test_a_routed_port_answers_on_the_host_port(project: MakeProject, state_dir:
                 return None
 
         assert wait_for(get, what="an answer on the host port") == f"hello from {DEVICE}\n"
-        routes = device.status()["routes"]
+        routes = device.status().to_json()["routes"]
         assert routes == [
             {"node": "web", "container_port": container, "host_port": host, "state": "forwarding"}
         ]
@@ -311,11 +328,11 @@ def test_with_network_none_only_the_routed_port_reaches_the_app(
     device = appliance(project("isolated-web-app", node), state_dir, network="none")
     with device:
         wait_for(lambda: "server: listening" in device.logs("web"))
-        (route,) = device.status()["routes"]  # type: ignore[misc]
+        (route,) = device.status().routes
         if os.geteuid() != 0:
-            assert route["state"] == "unsupported"
+            assert route.state == "unsupported"
             return
-        assert route["state"] == "forwarding"
+        assert route.state == "forwarding"
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with direct.open(f"http://127.0.0.1:{host}/", timeout=30) as response:
             assert response.read() == f"hello from {DEVICE}\n".encode()
@@ -360,8 +377,8 @@ def test_camera_frames_go_through_the_app_to_hdmi(
         assert device.wait_for_frames(10, timeout=300)
         assert device.hdmi.outputs >= 10
         assert "passthrough" in device.hdmi.labels()
-        figures = device.metrics()["nodes"]["passthrough"]  # type: ignore[index]
-        assert figures["frames_in"] >= 10 and figures["restarts"] == 0
+        figures = device.metrics().nodes["passthrough"]
+        assert figures.frames_in >= 10 and figures.restarts == 0
         device.reboot()
         assert device.wait_for_frames(5, timeout=300)
     assert device.hdmi.last_frame is not None
@@ -449,7 +466,7 @@ with appender:
 out["recovered"] = [json.loads(m) for m in re.findall(r"^recovered (\\{.*\\})$", appender.logs("appender"),
                                                        re.MULTILINE)]
 out["records"] = (appender.storage_path / "records.log").stat().st_size
-out["status"] = appender.status()
+out["status"] = appender.status().to_json()
 print("RESULT " + json.dumps(out))
 """
 
