@@ -418,6 +418,7 @@ def serve_command(
     buttons, the app's storage); the API is described at /docs. Listens on 127.0.0.1 unless --host says
     otherwise, which needs --token.
     """
+    import contextlib
     import logging
     from pathlib import Path
 
@@ -438,11 +439,10 @@ def serve_command(
     project = Path(project_dir) if project_dir else Path.cwd()
     if project_dir or ((project / "graphs").is_dir() and (project / "packages").is_dir()):
         err_console.print(f"booting {project.resolve()} on device {device}", markup=False, highlight=False)
-        try:
+        with contextlib.ExitStack() as undo:
+            undo.callback(sock.close)
             manager.deploy_project(project)
-        except BaseException:
-            sock.close()
-            raise
+            undo.pop_all()
 
     def ready(url: str) -> None:
         hint = " (open it with ?token=<token> once)" if token else ""

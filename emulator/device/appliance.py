@@ -4,6 +4,11 @@
 temporary paths and the run directory start empty, the cameras, HDMI delivery and model nodes come up
 (``runtime``), then every ``onAppStart`` business-logic node starts in its own sandbox, supervised and
 restarted with backoff when it ends. Storage and logs stay from one boot to the next; so does the boot count.
+
+How it runs is one ``ApplianceOptions`` (``emulator.device.options``); what it says of itself are the records
+of ``emulator.device.figures`` (``status()``, ``metrics()``). Power cut then boot (``power_cycle``) and
+following a node's log (``follow_logs``) are here too: the CLI, the device API and the plugin call them.
+Deploying assets and building a node's sandbox service are in ``emulator.device.services``.
 """
 
 from __future__ import annotations

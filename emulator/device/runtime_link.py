@@ -161,8 +161,7 @@ class BootRuntime:
         self._stopped = True
         self.runtime.stop()
         for source in self.sources.values():
-            with contextlib.suppress(Exception):
-                source.close()
+            _close_quietly(source)
         if self.models is not None:
             self.models.close()
 
@@ -216,22 +215,24 @@ def start_runtime(
     """
     sources: dict[str, Any] = {}
     models: ModelHost | None = None
-    try:
+    with contextlib.ExitStack() as undo:
         for camera in plan.cameras:
-            sources[camera.name] = open_source(cameras.get(camera.name, "synthetic"), name=camera.name)
+            source = open_source(cameras.get(camera.name, "synthetic"), name=camera.name)
+            sources[camera.name] = source
+            undo.callback(_close_quietly, source)
         if plan.models:
             entries = [
                 model_entry(model.name, model_dirs[model.name], model.descriptor) for model in plan.models
             ]
             models = ModelHost(entries)
+            undo.callback(models.close)
             models.start()
         runtime = Runtime(plan, run_dir, cameras=sources, hdmi=hdmi, models=models, mode=mode)
         runtime.start()
-    except BaseException:
-        for source in sources.values():
-            with contextlib.suppress(Exception):
-                source.close()
-        if models is not None:
-            models.close()
-        raise
+        undo.pop_all()  # started: BootRuntime.stop closes them from now on
     return BootRuntime(runtime, sources, models)
+
+
+def _close_quietly(source: Any) -> None:
+    with contextlib.suppress(Exception):
+        source.close()
