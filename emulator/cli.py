@@ -147,46 +147,6 @@ def export_container_command(
     click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
 
 
-@main.command("add-raw-model")
-@click.option("--model-asset-name", required=True, help="Name of the model asset.")
-@click.option("--model-local-path", required=True, help="The model archive (.tar.gz).")
-@click.option("--descriptor-path", required=True, help="The model's descriptor (mlModelDescriptor JSON).")
-@click.option(
-    "--packages-path", multiple=True, help="Package folder(s) whose package.json get the asset (one or more)."
-)
-@click.argument("more_packages", nargs=-1, metavar="")
-@reports_errors
-def add_raw_model_command(
-    model_asset_name: str,
-    model_local_path: str,
-    descriptor_path: str,
-    packages_path: tuple[str, ...],
-    more_packages: tuple[str, ...],
-) -> None:
-    """Add a local model archive as a model asset, as panorama-cli add-raw-model does.
-
-    --packages-path takes one or more folders, like panorama-cli (``--packages-path A B``).
-    """
-    import json
-    from pathlib import Path
-
-    from emulator.builder import MODEL_MESSAGE, add_raw_model
-    from emulator.project import Project
-
-    if more_packages and not packages_path:
-        raise click.UsageError(f"unexpected argument {more_packages[0]!r}")
-    built = add_raw_model(
-        Project(Path.cwd()),
-        model_asset_name,
-        Path(model_local_path),
-        Path(descriptor_path),
-        [Path(path) for path in (*packages_path, *more_packages)],
-        console=Console(highlight=False),
-    )
-    click.echo(json.dumps(built.asset, indent=4))
-    click.echo(f"{MODEL_MESSAGE} {built.asset_path}")
-
-
 def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     cameras: dict[str, str] = {}
     for value in values:
@@ -531,3 +491,9 @@ def logs_command(
             click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+from emulator import cli_project, cli_remote  # noqa: E402 - they use this module's helpers
+
+cli_project.register(main)
+cli_remote.register(main)
