@@ -118,7 +118,7 @@ def import_application_command(account_id: str | None) -> None:
     imported = import_application(Project(Path.cwd()), account)
     _tell_account(account)
     for old, new in imported.renamed.items():
-        err_console.print(f"packages/{old} -> packages/{new}", markup=False, highlight=False)
+        err_console.print(f"packages/{old} -> packages/{new}", markup=False, highlight=False, soft_wrap=True)
     click.echo("Sucessfully imported application")
 
 

@@ -20,7 +20,7 @@ __all__ = ["register"]
 
 
 def _say(line: str) -> None:
-    err_console.print(line, markup=False, highlight=False)
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("deploy")
