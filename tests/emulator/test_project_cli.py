@@ -92,17 +92,17 @@ def test_project_commands_leave_what_panorama_cli_leaves(
     panorama_cli: Path, aws_bin: Path, tmp_path: Path
 ) -> None:
     theirs, ours = tmp_path / "theirs", tmp_path / "ours"
-    for side, command in ((theirs, [str(panorama_cli)]), (ours, [EMULATOR])):
+    said: dict[Path, list[str]] = {}
+    for side, command in ((theirs, str(panorama_cli)), (ours, EMULATOR)):
         side.mkdir()
-        outputs = []
-        for step in STEPS:
-            where = side if step[0] == "init-project" else side / "app1"
-            extra = {"PANORAMA_EMULATOR_ACCOUNT_ID": ACCOUNT} if command == [EMULATOR] else {}
-            outputs.append(_run([*command, *step], where, aws_bin, **extra).stdout.replace(str(side), "ROOT"))
-        if command == [EMULATOR]:
-            assert outputs == their_outputs
-        else:
-            their_outputs = outputs
+        extra = {"PANORAMA_EMULATOR_ACCOUNT_ID": ACCOUNT} if command == EMULATOR else {}
+        said[side] = [
+            _run(
+                [command, *step], side if step[0] == "init-project" else side / "app1", aws_bin, **extra
+            ).stdout.replace(str(side), "ROOT")
+            for step in STEPS
+        ]
+    assert said[ours] == said[theirs]
     assert _tree(ours) == _tree(theirs)
     graph = json.loads((ours / "app1/graphs/app1/graph.json").read_text())["nodeGraph"]
     assert [p["name"] for p in graph["packages"]][:4] == [
