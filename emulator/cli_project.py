@@ -80,7 +80,7 @@ def create_package_command(
 
     if camera:
         package_type = "Camera"
-    elif model and package_type != "Camera":
+    elif model and package_type not in {"Camera", "Datasink"}:
         package_type = "Model"
     account = resolve_account_id(account_id)
     created = create_package(

@@ -252,7 +252,7 @@ def export_logs_command(
         device = device or str(status["device"])
         state_dir = state_dir or status.get("state_dir")
         app = status.get("app") or {}
-        if not project_dir and app.get("project"):
+        if not project_dir and app.get("project") and Path(str(app["project"])).is_dir():
             project_dir = str(app["project"])
     written = export_logs(
         Path(output),
