@@ -182,6 +182,13 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
+@click.option(
+    "--every",
+    "hdmi_every",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="With --hdmi-out: also keep every K-th HDMI screen as hdmi-<n>.png.",
+)
 @click.option("--hdmi-record", metavar="FILE.mp4", help="Record the HDMI output to an MP4 file.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
 @click.option(
@@ -211,6 +218,7 @@ def run_command(
     device: str,
     state_dir: str | None,
     hdmi_out: str | None,
+    hdmi_every: int | None,
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
@@ -242,6 +250,7 @@ def run_command(
         network=network,
         hdmi_out=Path(hdmi_out) if hdmi_out else None,
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
+        hdmi_every=hdmi_every,
         quiet_timeout=quiet_timeout,
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

@@ -208,7 +208,9 @@ class Appliance:
             self._hdmi_made = True
             from runtime.media.hdmi import HdmiSink
 
-            self._hdmi = HdmiSink(out_dir=self.options.hdmi_out, record=self.options.hdmi_record)
+            self._hdmi = HdmiSink(
+                out_dir=self.options.hdmi_out, record=self.options.hdmi_record, every=self.options.hdmi_every
+            )
         return self._hdmi
 
     @property

@@ -57,7 +57,7 @@ def test_run_plays_the_window_and_keeps_every_kth_screen(
     # The window is frames 2 and 5 in a loop: screens 2, 4 and 6 show frame 5 (grey 100).
     for name in kept:
         image = cv2.imread(str(hdmi / name))
-        assert abs(float(np.median(image)) - 100) < 4, name
+        assert abs(float(np.median(image)) - 100) < 15, name  # frame 2 would be 40
     assert (hdmi / "last.png").is_file()
 
 
