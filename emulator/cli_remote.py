@@ -131,6 +131,11 @@ def camera_check_command(sources: tuple[str, ...], as_json: bool, frames: int, t
     SOURCE is what --camera takes: a video file, a folder of images, an rtsp:// or http:// URL, synthetic.
     Passwords in URLs are shown as ***. Exit status 1 when a source cannot be opened.
     """
+    import os
+
+    # FFmpeg's own messages about a stream that does not open would repeat the report's one line.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     from runtime.media.check import check_source
 
     reports = [check_source(source, frames=frames, open_timeout=timeout) for source in sources]

@@ -20,6 +20,8 @@ from runtime.media.sources import open_source
 
 __all__ = ["SourceReport", "check_source"]
 
+_NODE = "check"
+
 
 @dataclass(frozen=True)
 class SourceReport:
@@ -56,6 +58,11 @@ class SourceReport:
         return asdict(self)
 
 
+def _cause(error: EmulatorError, spec: str, shown: str) -> str:
+    """The error's line without the ``node check:`` prefix, password hidden."""
+    return str(error).removeprefix(f"node {_NODE}: ").replace(spec, shown)
+
+
 def _kind(name: str) -> str:
     return {
         "VideoFileSource": "video",
@@ -80,10 +87,10 @@ def check_source(spec: str, *, frames: int = 30, open_timeout: float = 10.0) -> 
     started = time.perf_counter()
     try:
         source = open_source(
-            spec, name="check", open_timeout=open_timeout, read_timeout=open_timeout, reconnect_timeout=0.0
+            spec, name=_NODE, open_timeout=open_timeout, read_timeout=open_timeout, reconnect_timeout=0.0
         )
     except EmulatorError as error:
-        return SourceReport(source=shown, ok=False, error=str(error).replace(spec, shown))
+        return SourceReport(source=shown, ok=False, error=_cause(error, spec, shown))
     try:
         # A stream gives its first frame while opening; files and folders when first read.
         source.read()
@@ -109,6 +116,6 @@ def check_source(spec: str, *, frames: int = 30, open_timeout: float = 10.0) -> 
             frames=count,
         )
     except EmulatorError as error:
-        return SourceReport(source=shown, ok=False, error=str(error).replace(spec, shown))
+        return SourceReport(source=shown, ok=False, error=_cause(error, spec, shown))
     finally:
         source.close()
