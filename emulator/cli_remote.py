@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -214,12 +213,10 @@ def storage_get_command(
     "--start", help="Include log files written since: ISO time, epoch seconds, or 30m / 2h / 1d ago."
 )
 @click.option("--end", help="The window's end (default: now), as --start.")
-@click.option("--device", help="The device name (default: the running serve's, else 'default').")
-@click.option("--state-dir", help="The state directory (default: the running serve's, else as for run).")
-@click.option(
-    "--project", "project_dir", help="The app's project, for graph.json and versions (default: the serve's)."
-)
-@click.option("--offline", is_flag=True, help="Do not ask a running serve for status and metrics.")
+@click.option("--device", help="Read this device's state directory (implies --offline; default 'default').")
+@click.option("--state-dir", help="The state directory to read (implies --offline; default as for run).")
+@click.option("--project", "project_dir", help="Offline: the app's project, for graph.json and versions.")
+@click.option("--offline", is_flag=True, help="Read the state directory; do not ask a running serve.")
 @_api_client_options
 @reports_errors
 def export_logs_command(
@@ -236,38 +233,39 @@ def export_logs_command(
 ) -> None:
     """Write a zip of every node's logs, the status, metrics, versions and graph, with info.json.
 
-    A running `serve` (if one answers) gives status, metrics, its device, state directory and project;
-    without one the device's state directory is read alone.
+    From a running `serve` when one answers (GET /api/logs/export: it works for a serve on another machine);
+    otherwise, or with --offline, from the device's state directory alone.
     """
     from emulator.errors import DeviceError
     from emulator.export_logs import export_logs, parse_time
 
-    status: dict[str, Any] | None = None
-    metrics: dict[str, Any] | None = None
-    if not offline:
+    begin = parse_time(start) if start else None
+    finish = parse_time(end) if end else None
+    target = Path(output)
+    if not offline and not (device or state_dir or project_dir):
         client = _api_client(host, port, token)
+        temp = target.with_name(f".{target.name}.part")
         try:
-            status = client.status()
-            metrics = client.metrics()
+            with temp.open("wb") as handle:
+                size = client.export_logs(handle, begin, finish)
+            temp.replace(target)
+            _say(f"wrote {target} ({size} bytes) from {client.url}")
+            return
         except DeviceError as error:
-            if host or port:
+            if host or port or getattr(error, "status", None) is not None:
                 raise
             _say(f"no serve answers ({error}); reading the state directory alone")
-    if status is not None:
-        device = device or str(status["device"])
-        state_dir = state_dir or status.get("state_dir")
-        app = status.get("app") or {}
-        if not project_dir and app.get("project") and Path(str(app["project"])).is_dir():
-            project_dir = str(app["project"])
+        except OSError as error:
+            raise DeviceError(f"cannot write {target}: {error.strerror or error}") from None
+        finally:
+            temp.unlink(missing_ok=True)
     written = export_logs(
-        Path(output),
+        target,
         state_dir=Path(state_dir) if state_dir else None,
         device=device or "default",
-        start=parse_time(start) if start else None,
-        end=parse_time(end) if end else None,
+        start=begin,
+        end=finish,
         project=Path(project_dir) if project_dir else None,
-        status=status,
-        metrics=metrics,
     )
     _say(f"wrote {written.path}: {len(written.files)} files")
 

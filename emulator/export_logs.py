@@ -134,6 +134,7 @@ def export_logs(
     start: float | None = None,
     end: float | None = None,
     project: Path | None = None,
+    graph: Path | None = None,
     status: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
 ) -> ExportedLogs:
@@ -146,6 +147,7 @@ def export_logs(
         start: include log files written at or after this time (seconds since the epoch; None: all).
         end: the end of the window, recorded in info.json (None: now).
         project: the application's project folder, for graph.json and versions (None: not included).
+        graph: its graph file, when the project has several (None: its only one).
         status: the device status a running ``serve`` gave, if any.
         metrics: the device figures a running ``serve`` gave, if any.
 
@@ -164,7 +166,7 @@ def export_logs(
     if not store.root.is_dir():
         raise DeviceError(f"device {device} has no state in {store.state_dir} (it has never booted)")
     loaded = Project(project) if project is not None else None
-    graph = loaded.graph_path() if loaded is not None else None
+    graph = loaded.graph_path(graph) if loaded is not None else None
     result = ExportedLogs(Path(out))
     members: dict[str, bytes | Path] = {}
     apps = (

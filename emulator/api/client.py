@@ -174,6 +174,20 @@ class DeviceClient:
                 copied += len(chunk)
         return copied
 
+    def export_logs(self, out: BinaryIO, start: float | None = None, end: float | None = None) -> int:
+        """Write the zip of ``GET /api/logs/export`` (logs written since ``start``) to ``out``.
+
+        Returns:
+            Its size in bytes.
+        """
+        query = {key: value for key, value in (("start", start), ("end", end)) if value is not None}
+        copied = 0
+        with self._open("GET", "/api/logs/export", query=query) as response:
+            while chunk := response.read(256 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+        return copied
+
     def logs(self, node: str, lines: int = 200, file: str | None = None) -> list[str]:
         """The last ``lines`` lines of a node's console output (or of ``file`` in its log folder)."""
         path = f"/api/nodes/{urllib.parse.quote(node, safe='')}/logs"

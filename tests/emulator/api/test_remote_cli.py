@@ -115,6 +115,24 @@ def test_deploy_camera_storage_power_and_export_logs(
     with zipfile.ZipFile(tmp_path / "none.zip") as archive:
         assert not [name for name in archive.namelist() if name.startswith("logs/")]
         assert json.loads(archive.read("info.json"))["start"].startswith("2999-01-01")
+    offline = cli(
+        "export-logs",
+        "--offline",
+        "-o",
+        str(tmp_path / "offline.zip"),
+        "--state-dir",
+        str(state_dir),
+        "--device",
+        "remote",
+        "--project",
+        str(people_counter_project),
+        url="http://127.0.0.1:9",
+    )
+    assert offline.returncode == 0, offline.stderr
+    with zipfile.ZipFile(tmp_path / "offline.zip") as archive:
+        names = set(archive.namelist())
+        assert "logs/people-counter/code_node/console_output" in names and "graph.json" in names
+        assert "status.json" not in names and not json.loads(archive.read("info.json"))["from_serve"]
     backwards = cli(
         "export-logs", "-o", str(tmp_path / "bad.zip"), "--start", "1h", "--end", "2h", url=served
     )
