@@ -81,6 +81,14 @@ def base_image(arch: str, force: bool, tags: tuple[str, ...]) -> None:
     ensure_base_image(arch=arch, force=force, tags=tags)
 
 
+def _emulated_clause(summary: dict[str, object]) -> str:
+    """``; code_node ran aarch64 through qemu-user`` for the nodes a run emulated, else ``""``."""
+    emulated = summary.get("emulated")
+    if not isinstance(emulated, dict) or not emulated:
+        return ""
+    return "; " + ", ".join(f"{node} ran {cpu} through qemu-user" for node, cpu in emulated.items())
+
+
 def _print_tail(error: EmulatorError) -> None:
     """Show the engine's last lines above a build error (the build's own output may have gone elsewhere)."""
     tail = getattr(error, "log_tail", None)
@@ -307,7 +315,7 @@ def run_command(
     )
     err_console.print(
         f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
-        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts{_emulated_clause(summary)}",
         markup=False,
         highlight=False,
     )
@@ -354,7 +362,7 @@ def _echo_status(status: dict[str, Any]) -> None:
         codes = " ".join(str(code) for code in node["exit_codes"][-5:]) or "-"
         click.echo(
             f"node {node['name']}: {node['state']}, pid {node['pid'] or '-'}, restarts {node['restarts']}, "
-            f"exit codes {codes}"
+            f"exit codes {codes}" + (f", {node['arch']} through qemu-user" if node.get("emulated") else "")
         )
     for camera in status.get("cameras", []):
         click.echo(f"camera {camera['name']}: {'paused' if camera['paused'] else 'live'}, {camera['source']}")

@@ -317,7 +317,9 @@ def stand_in_reference(arch: str = "host") -> str:
         BaseImageError: an architecture the stand-in is not made for.
     """
     wanted = target_arch(arch)
-    return f"{BASE_IMAGE_REPOSITORY}:latest" if wanted == debian_arch() else f"panorama-emulator/stand-in:{wanted}"
+    if wanted == debian_arch():
+        return f"{BASE_IMAGE_REPOSITORY}:latest"
+    return f"panorama-emulator/stand-in:{wanted}"
 
 
 def _current_image(client: docker.DockerClient, wanted: Mapping[str, str], reference: str) -> Any | None:

@@ -263,7 +263,7 @@ def _remove_tree(path: Path) -> None:
 
 
 def _download_opencv(wheels: Path, console: Console, machine: str) -> Path:
-    """Fetch the headless OpenCV wheel for the image's Python and CPU with the host's pip (and its settings)."""
+    """Fetch the headless OpenCV wheel for the image's Python and CPU with the host's pip and its settings."""
     name = OPENCV_REQUIREMENT.split("==")[0].replace("-", "_")
     version = OPENCV_REQUIREMENT.split("==")[1]
     pattern = f"{name}-{version}-*_{machine}.whl"

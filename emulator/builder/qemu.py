@@ -1,4 +1,4 @@
-"""qemu-user registered with binfmt_misc, so that this machine runs another CPU's programs (the device's arm64).
+"""qemu-user registered with binfmt_misc, so that this machine runs another CPU's programs (the device's).
 
 The kernel hands an aarch64 ELF program to the interpreter registered for it in binfmt_misc. The
 registration made here names Debian's statically linked ``qemu-aarch64-static`` (package

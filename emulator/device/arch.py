@@ -23,6 +23,7 @@ __all__ = [
     "find_program",
     "host_machine",
     "resolve_in_rootfs",
+    "runs_emulated",
 ]
 
 # ELF e_machine values of the architectures an app image may be built for.
@@ -158,6 +159,21 @@ def binfmt_handles(machine: str) -> bool:
     return enabled and "F" in flags
 
 
+def runs_emulated(machine: str | None) -> bool:
+    """Whether programs of ``machine`` run here through qemu-user rather than on this CPU.
+
+    Args:
+        machine: what :func:`check_architecture` returned (``aarch64``, ``x86_64``, ``unknown``...).
+
+    Returns:
+        True for a known architecture other than the host's (and other than i386 on an x86_64 host).
+    """
+    host = host_machine()
+    if machine in (None, "unknown", host) or (host == "x86_64" and machine == "i386"):
+        return False
+    return machine in _QEMU_NAMES
+
+
 def check_architecture(rootfs: Path, program: str, search_path: str, *, node: str | None = None) -> str:
     """Check that the entry program exists in the rootfs and that this machine can run it.
 
@@ -196,9 +212,11 @@ def check_architecture(rootfs: Path, program: str, search_path: str, *, node: st
         return machine
     if binfmt_handles(machine):
         return machine
+    registered = (_BINFMT_DIR / _QEMU_NAMES[machine]).exists() if machine in _QEMU_NAMES else False
+    why = "is registered without the F flag sandboxes need" if registered else "is not registered"
     raise SandboxError(
-        f"the app's root filesystem is built for {machine} and this machine is {host}: "
-        "install qemu-user-static and binfmt-support "
-        f"(sudo apt-get install qemu-user-static binfmt-support) to run {machine} apps through qemu",
+        f"the app's root filesystem is built for {machine} and this machine is {host}, where qemu-user "
+        f"{why}: install qemu-user-static (sudo apt-get install qemu-user-static) and run "
+        "`sudo panorama-emulator base-image --arch arm64`, which registers it with binfmt_misc (flag F)",
         node=node,
     )
