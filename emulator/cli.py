@@ -318,6 +318,7 @@ def run_command(
         f"{summary.get('frames')} frames, {summary.get('restarts')} restarts{_emulated_clause(summary)}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     end = summary.get("end")
     err_console.print(
