@@ -42,7 +42,6 @@ How the stand-in differs from the real image:
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import fcntl
 import hashlib
@@ -82,6 +81,7 @@ from emulator.builder.base_rootfs import (
     rootfs_tarball,
     target_arch,
 )
+from emulator.builder.host_pip import IMAGE_CA_BUNDLE, host_ca_bundle, host_pip_settings, image_pip_conf
 from emulator.builder.image_archive import load_rootfs
 from emulator.builder.qemu import ensure_binfmt
 from emulator.errors import EngineError
@@ -160,9 +160,10 @@ _REFERENCE = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
 
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DEFAULT_CMD = ["python3"]
+# The host's pip configuration that the image takes (see emulator.builder.host_pip).
+_host_pip_settings = host_pip_settings
+_image_pip_conf = image_pip_conf
 
 
 def docker_client() -> docker.DockerClient:
@@ -242,62 +243,6 @@ def serving_hint(reference: str) -> str:
     if full in STAND_IN_REFERENCES:
         return "build the offline stand-in with: panorama-emulator base-image"
     return f"to build it FROM the offline stand-in: panorama-emulator base-image --tag {reference.strip()}"
-
-
-# --- host configuration baked into the image -----------------------------------------------------------
-
-
-def _host_pip_settings() -> dict[str, str]:
-    """The host's pip settings (config files, then PIP_* environment) that matter inside the image."""
-    parser = configparser.RawConfigParser()
-    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), Path.home() / ".pip" / "pip.conf"]
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    files.append((Path(xdg) if xdg else Path.home() / ".config") / "pip" / "pip.conf")
-    if os.environ.get("PIP_CONFIG_FILE"):
-        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
-    with contextlib.suppress(configparser.Error):
-        parser.read([str(file) for file in files])
-    settings: dict[str, str] = {}
-    for section in ("global", "install"):
-        if parser.has_section(section):
-            settings.update({key: value for key, value in parser.items(section)})
-    for key in ("index-url", "extra-index-url", "trusted-host", "proxy", "cert", "timeout"):
-        value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
-        if value:
-            settings[key] = value
-    return settings
-
-
-def _image_pip_conf(settings: dict[str, str]) -> str:
-    """The image's /etc/pip.conf: the CA bundle plus the network settings that make sense in a container."""
-    lines = ["[global]", f"cert = {IMAGE_CA_BUNDLE}"]
-
-    def urls(value: str) -> list[str]:
-        return [url for url in value.split() if url.startswith(("http://", "https://"))]
-
-    index = urls(settings.get("index-url", ""))
-    if index:
-        lines.append(f"index-url = {index[0]}")
-    extra = urls(settings.get("extra-index-url", ""))
-    if extra:
-        lines.append("extra-index-url = " + " ".join(extra))
-    if settings.get("trusted-host"):
-        lines.append("trusted-host = " + " ".join(settings["trusted-host"].split()))
-    proxy = settings.get("proxy") or os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
-    if proxy:
-        lines.append(f"proxy = {proxy}")
-    if settings.get("timeout"):
-        lines.append(f"timeout = {settings['timeout']}")
-    return "\n".join(lines) + "\n"
-
-
-def _host_ca_bundle(settings: dict[str, str]) -> bytes | None:
-    """The CA bundle the host's pip trusts (its ``cert`` setting, else the system bundle)."""
-    for candidate in (settings.get("cert"), os.environ.get("SSL_CERT_FILE"), str(HOST_CA_BUNDLE)):
-        if candidate and Path(candidate).is_file():
-            with contextlib.suppress(OSError):
-                return Path(candidate).read_bytes()
-    return None
 
 
 # --- the engine side -----------------------------------------------------------------------------------
@@ -447,14 +392,42 @@ def _build_final(
     return image_id
 
 
+def _names_a_real_image(client: docker.DockerClient, reference: str) -> bool:
+    """Whether ``reference`` names an image that is not the stand-in (pulled, or ``docker load``-ed)."""
+    try:
+        labels = (client.api.inspect_image(reference).get("Config") or {}).get("Labels")
+    except docker.errors.ImageNotFound:
+        return False
+    return not is_stand_in(labels)
+
+
 def _tag_all(
     client: docker.DockerClient, image_id: str, references: Sequence[str], *, native: bool = True
-) -> None:
-    """Point the stand-in's references at ``image_id``: all of them for the host's, the arm64 ones else."""
+) -> list[str]:
+    """Point the stand-in's references at ``image_id``: all of them for the host's, the arm64 ones else.
+
+    A published reference that names a real image (pulled or loaded) is left to it, ``latest`` apart (it
+    is where the stand-in lives); ``references`` (``--tag``) are always taken. Returns those left alone.
+    """
     own = STAND_IN_REFERENCES if native else ARM64_REFERENCES
+    left: list[str] = []
     for reference in dict.fromkeys([*own, *references]):
+        keep = reference not in references and reference != f"{BASE_IMAGE_REPOSITORY}:latest"
+        if keep and _names_a_real_image(client, reference):
+            left.append(reference)
+            continue
         repository, tag = parse_repository_tag(reference)
         client.api.tag(image_id, repository, tag or "latest", force=True)
+    return left
+
+
+def _say_left(console: Console, left: Sequence[str]) -> None:
+    if left:
+        console.print(
+            f"left {', '.join(left)} as {'it is' if len(left) == 1 else 'they are'}: not the stand-in "
+            "(a pulled or docker load-ed image); docker rmi it for the stand-in to serve that name",
+            soft_wrap=True,
+        )
 
 
 def _tags_of(client: docker.DockerClient, image_id: str | None) -> list[str]:
@@ -523,9 +496,9 @@ def ensure_base_image(
         )
     client = client or docker_client()
     cache = cache_dir()
-    settings = _host_pip_settings()
-    pip_conf = _image_pip_conf(settings)
-    ca_bundle = _host_ca_bundle(settings)
+    settings = host_pip_settings()
+    pip_conf = image_pip_conf(settings)
+    ca_bundle = host_ca_bundle(settings)
     key = recipe_key(deb_arch)
     host_config = hashlib.sha256(pip_conf.encode() + b"\0" + (ca_bundle or b"")).hexdigest()[:16]
     parent = f"panorama-emulator/base-rootfs:{key}"
@@ -543,7 +516,7 @@ def ensure_base_image(
         try:
             current = None if force else _current_image(client, wanted, own)
             if current is not None:
-                _tag_all(client, str(current.id), extra, native=native)
+                _say_left(console, _tag_all(client, str(current.id), extra, native=native))
                 short = str(current.id)[7:19]
                 console.print(
                     f"{own.rsplit(':', 1)[0] if native else own} is up to date ({short}, recipe {key})"
@@ -591,7 +564,7 @@ def ensure_base_image(
         try:
             public = STAND_IN_REFERENCES if native else ARM64_REFERENCES
             moved = [tag for tag in _tags_of(client, previous) if tag not in public and tag != own]
-            _tag_all(client, image_id, [*moved, *extra], native=native)
+            left = _tag_all(client, image_id, [*moved, *extra], native=native)
             # Only the tag goes: the configured image is built on top of this one.
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(parent, noprune=True)
@@ -601,6 +574,7 @@ def ensure_base_image(
         except docker.errors.DockerException as error:
             raise EngineError(f"the Docker engine refused a request: {error}") from None
     elapsed = time.monotonic() - started
+    _say_left(console, left)
     if native:
         names = f"{BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} and {SDKV1_REPOSITORY}:latest"
     else:

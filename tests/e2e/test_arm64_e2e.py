@@ -51,14 +51,22 @@ def write_package(root: Path, name: str, base: str) -> None:
         # A RUN step: on an x86_64 host it runs through qemu-user, found by the kernel's binfmt_misc.
         "RUN python3.8 -c \"import platform; open('/panorama/built-on', 'w').write(platform.machine())\"\n"
     )
-    descriptor = {"runtimeDescriptor": {"envelopeVersion": "2021-01-01",
-                                        "entry": {"path": "python3.8", "name": "/panorama/app.py"}}}  # fmt: skip
+    entry = {"path": "python3.8", "name": "/panorama/app.py"}
+    descriptor = {"runtimeDescriptor": {"envelopeVersion": "2021-01-01", "entry": entry}}
     (folder / "descriptor.json").write_text(json.dumps(descriptor, indent=4))
     interface = {"name": "code_interface", "category": "business_logic", "asset": f"pe_{name}",
                  "inputs": [{"name": "video_in", "type": "media"}],
                  "outputs": [{"name": "video_out", "type": "media"}]}  # fmt: skip
-    package = {"nodePackage": {"envelopeVersion": "2021-01-01", "name": name.upper(), "version": "1.0",
-                               "description": f"{name}: arm64 probe", "assets": [], "interfaces": [interface]}}
+    package = {
+        "nodePackage": {
+            "envelopeVersion": "2021-01-01",
+            "name": name.upper(),
+            "version": "1.0",
+            "description": f"{name}: arm64 probe",
+            "assets": [],
+            "interfaces": [interface],
+        }
+    }
     (folder / "package.json").write_text(json.dumps(package, indent=4))
     graph = {"nodeGraph": {
         "envelopeVersion": "2021-01-01",
@@ -67,7 +75,8 @@ def write_package(root: Path, name: str, base: str) -> None:
                      {"name": "panorama::hdmi_data_sink", "version": "1.0"}],
         "nodes": [{"name": NODE, "interface": f"123456789012::{name.upper()}.code_interface",
                    "overridable": False, "launch": "onAppStart"},
-                  {"name": "camera_node", "interface": "panorama::abstract_rtsp_media_source.rtsp_v1_interface",
+                  {"name": "camera_node",
+                   "interface": "panorama::abstract_rtsp_media_source.rtsp_v1_interface",
                    "overridable": True, "launch": "onAppStart"},
                   {"name": "output_node", "interface": "panorama::hdmi_data_sink.hdmi0", "overridable": True,
                    "launch": "onAppStart"}],
@@ -94,7 +103,7 @@ def _ids(client: object, references: tuple[str, ...]) -> dict[str, str]:
 
 
 def _make_real_base(client: object, where: Path) -> None:
-    """A "real" arm64 base: the arm64 stand-in relabelled as not the stand-in, saved to a file, loaded back."""
+    """A "real" arm64 base: the arm64 stand-in relabelled as not the stand-in, saved to a file, loaded."""
     import docker
 
     from emulator.builder.base_image import ARM64_STAND_IN, LABEL_STAND_IN
@@ -109,7 +118,9 @@ def _make_real_base(client: object, where: Path) -> None:
         info.size = len(dockerfile)
         archive.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
-    for _ in api.build(fileobj=context, custom_context=True, tag=REAL_BASE, decode=True, platform="linux/arm64"):
+    for _ in api.build(
+        fileobj=context, custom_context=True, tag=REAL_BASE, decode=True, platform="linux/arm64"
+    ):
         pass
     saved = where / "real-arm64-base.tar"
     with saved.open("wb") as handle:
@@ -194,7 +205,9 @@ def test_arch_arm64_points_the_arm64_references_at_it_and_host_points_them_back(
         for line in built.outputs["stand_in"].splitlines()
         if "offline stand-in serves" in line and not line.startswith("note:")
     ]
-    assert len(served) == 1 and f"{ARM64_BASE} (Debian" in served[0] and "arm64 through qemu-user" in served[0]
+    assert (
+        len(served) == 1 and f"{ARM64_BASE} (Debian" in served[0] and "arm64 through qemu-user" in served[0]
+    )
 
 
 @pytest.mark.parametrize("name", ["stand_in", "real_base"])
@@ -228,7 +241,9 @@ def _reachable_by(user: str, path: Path) -> bool:
     return subprocess.run(["runuser", "-u", user, "--", "test", "-r", str(path)], check=False).returncode == 0
 
 
-def test_an_arm64_app_runs_through_qemu_as_an_ordinary_user(built: Built, test_user: pwd.struct_passwd) -> None:
+def test_an_arm64_app_runs_through_qemu_as_an_ordinary_user(
+    built: Built, test_user: pwd.struct_passwd
+) -> None:
     if arch.host_machine() == "aarch64":
         pytest.skip("the host is arm64: nothing is emulated")
     cli = Path(sys.executable).with_name("panorama-emulator")
