@@ -17,6 +17,7 @@ from emulator.errors import SandboxError
 
 __all__ = [
     "ELF_MACHINES",
+    "binfmt_entry_handles",
     "binfmt_handles",
     "check_architecture",
     "elf_machine",
@@ -147,10 +148,20 @@ def binfmt_handles(machine: str) -> bool:
         True when ``/proc/sys/fs/binfmt_misc/qemu-<machine>`` is enabled with flag F.
     """
     name = _QEMU_NAMES.get(machine)
-    if name is None:
-        return False
+    return name is not None and binfmt_entry_handles(_BINFMT_DIR / name)
+
+
+def binfmt_entry_handles(entry: Path) -> bool:
+    """Whether a binfmt_misc entry file says enabled, with the F flag.
+
+    Args:
+        entry: such as ``/proc/sys/fs/binfmt_misc/qemu-aarch64``.
+
+    Returns:
+        True when it exists, is enabled and has flag F.
+    """
     try:
-        text = (_BINFMT_DIR / name).read_text()
+        text = entry.read_text()
     except OSError:
         return False
     lines = text.splitlines()
