@@ -104,6 +104,8 @@ def _ids(client: object, references: tuple[str, ...]) -> dict[str, str]:
 
 def _make_real_base(client: object, where: Path) -> None:
     """A "real" arm64 base: the arm64 stand-in relabelled as not the stand-in, saved to a file, loaded."""
+    import tarfile
+
     import docker
 
     from emulator.builder.base_image import ARM64_STAND_IN, LABEL_STAND_IN
@@ -111,7 +113,6 @@ def _make_real_base(client: object, where: Path) -> None:
     api = client.api  # type: ignore[attr-defined]
     dockerfile = f"FROM {ARM64_STAND_IN}\nLABEL {LABEL_STAND_IN}=false\n".encode()
     context = io.BytesIO()
-    import tarfile
 
     with tarfile.open(fileobj=context, mode="w") as archive:
         info = tarfile.TarInfo("Dockerfile")
@@ -119,8 +120,9 @@ def _make_real_base(client: object, where: Path) -> None:
         archive.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
     for _ in api.build(
-        fileobj=context, custom_context=True, tag=REAL_BASE, decode=True, platform="linux/arm64"
-    ):
+        fileobj=context, custom_context=True, tag=REAL_BASE, decode=True, platform="linux/arm64",
+        rm=True, forcerm=True,
+    ):  # fmt: skip
         pass
     saved = where / "real-arm64-base.tar"
     with saved.open("wb") as handle:
