@@ -531,3 +531,9 @@ def logs_command(
             click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+# Commands kept in modules of their own.
+from emulator.cli_dev import register as _register_dev  # noqa: E402
+
+_register_dev(main)
