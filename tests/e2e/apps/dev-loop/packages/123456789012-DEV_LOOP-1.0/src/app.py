@@ -22,7 +22,7 @@ def count_start():
         count = 0
     count += 1
     with open(STARTS + ".tmp", "w") as file:
-        file.write("{}\n".format(count))
+        file.write(f"{count}\n")
         file.flush()
         os.fsync(file.fileno())
     os.replace(STARTS + ".tmp", STARTS)
@@ -36,7 +36,7 @@ class Application(panoramasdk.node):
     def process_streams(self):
         streams = self.inputs.video_in.get()
         if self.frames == 0:
-            print("dev-app: {} first frame".format(VERSION), flush=True)
+            print(f"dev-app: {VERSION} first frame", flush=True)
         self.frames += 1
         for stream in streams:
             stream.add_label(VERSION, 0.05, 0.05)
@@ -45,7 +45,7 @@ class Application(panoramasdk.node):
 
 def main():
     signal.signal(signal.SIGTERM, lambda number, frame: os._exit(0))
-    print("dev-app: start {}".format(count_start()), flush=True)
+    print(f"dev-app: start {count_start()}", flush=True)
     app = Application()
     while True:
         app.process_streams()
