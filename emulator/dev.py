@@ -195,6 +195,7 @@ class DevSession:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._manifests: dict[Path, tuple[int, int] | None] = {}
+        self._boots = 0
         self.manager = ApplianceManager(
             device=device,
             state_dir=Path(state_dir) if state_dir is not None else None,
@@ -288,6 +289,7 @@ class DevSession:
         self._pending.clear()
         self.manager.deploy_project(self.project.root, graph=self.graph, override=self.override)
         self._exits = {name: len(self._status(name).get("exit_codes", [])) for name in self._node_names()}
+        self._boots = self.appliance.boots
         self._manifests = self._manifest_stamps()
 
     def _manifest_stamps(self) -> dict[Path, tuple[int, int] | None]:
@@ -410,6 +412,12 @@ class DevSession:
             )
 
     def _check_nodes(self) -> None:
+        boots = self.appliance.boots
+        if boots != self._boots:
+            # A reboot from the console or the API: a new supervisor, exit counts from zero.
+            self._boots = boots
+            self._pending.clear()
+            self._exits = {name: 0 for name in self._node_names()}
         for node in self._node_names():
             status = self._status(node)
             codes = list(status.get("exit_codes", []))
