@@ -246,11 +246,15 @@ class DevSession:
         self.close()
 
     def _watch(self) -> None:
+        said = ""
         while not self._stop.wait(self.poll_interval):
             try:
                 self.poll()
+                said = ""
             except Exception as error:  # the loop must outlive whatever one change does
-                self._event("failed", f"error: {error}")
+                if str(error) != said:  # once, not at every look
+                    said = str(error)
+                    self._event("failed", f"error: {error}")
 
     def _tell(self, line: str) -> None:
         if self._say is not None:
