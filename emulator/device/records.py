@@ -45,7 +45,7 @@ def record_sandbox(device_root: Path, node: str, spec: SandboxSpec) -> None:
         spec: its sandbox.
     """
     folder = device_root / RECORDS_DIR
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     body = {"pid": os.getpid(), "node": node, "spec": _encode(dataclasses.asdict(spec))}
     temporary = folder / f".{node}.json.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
