@@ -74,18 +74,22 @@ def dev_command(
 
     from emulator.api import bind_socket, check_bind, run_server
     from emulator.dev import DevSession
+    from emulator.device.options import ApplianceOptions
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
     check_bind(host, token)
-    cameras = _camera_specs(camera)
+    options = ApplianceOptions(
+        device=device,
+        state_dir=Path(state_dir) if state_dir else None,
+        graph=Path(graph) if graph else None,
+        override=Path(override) if override else None,
+        cameras=_camera_specs(camera),
+        mode=mode,
+        quiet=True,
+    )
     session = DevSession(
         Path(project_dir),
-        graph=graph,
-        override=override,
-        cameras=cameras,
-        device=device,
-        state_dir=state_dir,
-        mode=mode,
+        options,
         say=lambda line: err_console.print(f"dev: {line}", markup=False, highlight=False, soft_wrap=True),
         echo=lambda node, line: click.echo(f"{node} | {line}"),
     )

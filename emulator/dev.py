@@ -23,7 +23,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,10 +31,11 @@ from typing import Any
 from emulator.api.manager import ApplianceManager
 from emulator.builder.copies import ImageSources, image_sources
 from emulator.device.appliance import Appliance
-from emulator.device.run import build_missing_assets
+from emulator.device.options import ApplianceOptions
 from emulator.errors import EmulatorError
 from emulator.plan import CodeNodePlan
 from emulator.project import Project
+from emulator.run import build_missing_assets
 
 __all__ = ["DevEvent", "DevSession", "overlay_binds"]
 
@@ -153,37 +154,33 @@ class DevSession:
 
     Args:
         project_dir: the panorama-cli project.
-        graph: the graph file (default: the project's only one).
-        override: an ``override.json`` to apply.
-        cameras: camera node -> source.
-        device: the device name.
-        state_dir: the state directory.
-        mode: ``realtime`` (default, as ``serve``) or ``lockstep``.
+        options: how the appliance runs (device, state directory, graph, override, cameras...); the mode is
+            ``realtime`` unless given, as for ``serve``, and a node that ends is never restarted on its own.
         say: called with each line the loop prints (restarts, rebuilds, exits).
         echo: called with (node, line) for every line the apps print.
         poll_interval: seconds between two looks at the files.
+        changes: fields of ``ApplianceOptions`` given as keywords; they replace those of ``options``.
 
     Raises:
         ProjectError, ManifestError: the project cannot be read.
+        DeviceError: bad options.
     """
 
     def __init__(
         self,
         project_dir: str | Path,
+        options: ApplianceOptions | None = None,
         *,
-        graph: str | Path | None = None,
-        override: str | Path | None = None,
-        cameras: Mapping[str, str] | None = None,
-        device: str = "default",
-        state_dir: str | Path | None = None,
-        mode: str = "realtime",
         say: Callable[[str], None] | None = None,
         echo: Callable[[str, str], None] | None = None,
         poll_interval: float = 0.1,
+        **changes: Any,
     ) -> None:
+        base = options if options is not None else ApplianceOptions(mode="realtime")
+        self.options = base.changed(**changes).changed(restart_on_exit=False)
         self.project = Project(Path(project_dir))
-        self.graph = Path(graph) if graph is not None else None
-        self.override = Path(override) if override is not None else None
+        self.graph = self.options.graph
+        self.override = self.options.override
         self.poll_interval = poll_interval
         self.events: list[DevEvent] = []
         self._say = say
@@ -196,13 +193,7 @@ class DevSession:
         self._thread: threading.Thread | None = None
         self._manifests: dict[Path, tuple[int, int] | None] = {}
         self._boots = 0
-        self.manager = ApplianceManager(
-            device=device,
-            state_dir=Path(state_dir) if state_dir is not None else None,
-            cameras=cameras,
-            mode=mode,
-            factory=self._make_appliance,
-        )
+        self.manager = ApplianceManager(self.options, factory=self._make_appliance)
 
     # --- life ----------------------------------------------------------------------------------------------
 
@@ -268,10 +259,8 @@ class DevSession:
 
     # --- deploy --------------------------------------------------------------------------------------------
 
-    def _make_appliance(self, project_dir: Path, **options: Any) -> Appliance:
-        options["quiet"] = True
-        appliance = Appliance(project_dir, on_line=self._line, **options)
-        appliance.restart_on_exit = False
+    def _make_appliance(self, project_dir: Path, options: ApplianceOptions) -> Appliance:
+        appliance = Appliance(project_dir, options.changed(quiet=True), on_line=self._line)
         appliance.deploy()
         packages: dict[str, _Package] = {}
         for node in appliance.plan.code_nodes:
