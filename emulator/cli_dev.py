@@ -132,7 +132,8 @@ def shell_command(node: str, command: tuple[str, ...], device: str, state_dir: s
     The shell gets the node's root filesystem (read-only, with dev's overlay of the sources), its storage,
     logs and SDK mounts, environment and hostname, in a sandbox of its own (its own processes and empty
     temporary paths). Found through the device's state directory, so give the --device and --state-dir the
-    server runs with. The exit status is COMMAND's.
+    server runs with. Options go before NODE: everything after NODE is the command. The exit status is
+    COMMAND's.
     """
     from pathlib import Path
 
