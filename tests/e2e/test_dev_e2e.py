@@ -178,6 +178,15 @@ def test_shell_reads_storage_and_cannot_write_the_code(dev: Dev) -> None:
     assert "no such node" in missing.stderr and NODE in missing.stderr
 
 
+def test_a_file_the_image_does_not_hold_changes_nothing(dev: Dev) -> None:
+    restarts = dev.kinds().count("restart")
+    (dev.project / "packages" / PACKAGE / "NOTES.md").write_text("not copied by the Dockerfile\n")
+    wait_for(lambda: "ignored" in dev.kinds(), "the line about the file")
+    ignored = next(event for event in dev.session.events if event.kind == "ignored")
+    assert ignored.files == (f"{PACKAGE}/NOTES.md",) and "not in the image" in ignored.message
+    assert dev.kinds().count("restart") == restarts and "rebuild" not in dev.kinds()
+
+
 def test_editing_requirements_rebuilds_the_asset(dev: Dev) -> None:
     assets = dev.assets()
     dev.requirements.write_text(dev.requirements.read_text() + "# edited by the test\n")
