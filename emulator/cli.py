@@ -51,6 +51,14 @@ def main() -> None:
 
 
 @main.command("base-image")
+@click.option(
+    "--arch",
+    type=click.Choice(["host", "arm64"]),
+    default="host",
+    show_default=True,
+    help="arm64: build it for the device's CPU (run through qemu-user) and point the arm64 tags at it; "
+    "host: point them back at the host's (fast) stand-in.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if up to date (the cached rootfs is reused).")
 @click.option(
     "--tag",
@@ -60,16 +68,25 @@ def main() -> None:
     help="Also tag the stand-in as REF (repeatable), for a Dockerfile that builds FROM another base.",
 )
 @reports_errors
-def base_image(force: bool, tags: tuple[str, ...]) -> None:
+def base_image(arch: str, force: bool, tags: tuple[str, ...]) -> None:
     """Build the offline stand-in for public.ecr.aws/panorama/panorama-application.
 
-    Tags latest, 1.1.0-arm64v8, 1.2.0-py3.8 and 1.2.1-arm64v8, and .../sdkv1/python3.8/aarch64:latest (all of
-    the host's architecture), from a Debian rootfs made with debootstrap (needs root the first time; cached
-    afterwards). No container registry is used.
+    Tags latest, 1.1.0-arm64v8, 1.2.0-py3.8 and 1.2.1-arm64v8, and .../sdkv1/python3.8/aarch64:latest (of the
+    host's architecture), from a Debian rootfs made with debootstrap (needs root the first time; cached
+    afterwards). With --arch arm64, the arm64v8 and aarch64 names point at an arm64 build instead, whose
+    programs run through qemu-user (registered with binfmt_misc, as root). No container registry is used.
     """
     from emulator.builder.base_image import ensure_base_image
 
-    ensure_base_image(force=force, tags=tags)
+    ensure_base_image(arch=arch, force=force, tags=tags)
+
+
+def _emulated_clause(summary: dict[str, object]) -> str:
+    """``; code_node ran aarch64 through qemu-user`` for the nodes a run emulated, else ``""``."""
+    emulated = summary.get("emulated")
+    if not isinstance(emulated, dict) or not emulated:
+        return ""
+    return "; " + ", ".join(f"{node} ran {cpu} through qemu-user" for node, cpu in emulated.items())
 
 
 def _print_tail(error: EmulatorError) -> None:
@@ -301,9 +318,10 @@ def run_command(
     )
     err_console.print(
         f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
-        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts{_emulated_clause(summary)}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     end = summary.get("end")
     err_console.print(
@@ -348,7 +366,7 @@ def _echo_status(status: dict[str, Any]) -> None:
         codes = " ".join(str(code) for code in node["exit_codes"][-5:]) or "-"
         click.echo(
             f"node {node['name']}: {node['state']}, pid {node['pid'] or '-'}, restarts {node['restarts']}, "
-            f"exit codes {codes}"
+            f"exit codes {codes}" + (f", {node['arch']} through qemu-user" if node.get("emulated") else "")
         )
     for camera in status.get("cameras", []):
         click.echo(f"camera {camera['name']}: {'paused' if camera['paused'] else 'live'}, {camera['source']}")

@@ -132,6 +132,7 @@ class Appliance:
         self._launcher = launcher
         self._echo = _Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
+        self._machines: dict[str, str] = {}  # code node -> its rootfs's CPU (aarch64 runs through qemu-user)
         self._hdmi: Any = None
         self._hdmi_made = False
         self._boot: _Boot | None = None
@@ -249,7 +250,8 @@ class Appliance:
             )
             rootfs = self.store.rootfs(node.asset_uri, progress=not self.options.quiet)
             search_path = self._base_env(node)["PATH"]
-            arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
+            machine = arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
+            self._machines[node.name] = machine
             unpacked[node.name] = rootfs
         for model in self.plan.models:
             try:
@@ -514,7 +516,9 @@ class Appliance:
 
         Returns:
             ``{"device", "app", "state" (on | off), "boots", "uptime_s", "mode", "network", "routes",
-            "nodes": {node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "launch"}}}``; after a
+            "nodes": {node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "launch", "arch",
+            "emulated"}}}``; ``arch`` is the CPU the node's rootfs is built for (``aarch64``, ``x86_64``;
+            None before the first deploy) and ``emulated`` whether it runs through qemu-user. After a
             shutdown the nodes are those of the last boot.
         """
         boot = self._boot or self._last
@@ -526,6 +530,9 @@ class Appliance:
             }  # fmt: skip
             entry.update(supervised.get(plan.name, {}))
             entry["launch"] = plan.launch
+            machine = self._machines.get(plan.name)
+            entry["arch"] = machine
+            entry["emulated"] = arch.runs_emulated(machine)
             nodes[plan.name] = entry
         return {
             "device": self.device,
