@@ -529,7 +529,9 @@ def logs_command(
         return
 
 
-from emulator import cli_project, cli_remote  # noqa: E402 - they use this module's helpers
+# Commands kept in modules of their own; they use this module's helpers.
+from emulator import cli_dev, cli_project, cli_remote  # noqa: E402
 
+cli_dev.register(main)
 cli_project.register(main)
 cli_remote.register(main)

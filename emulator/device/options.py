@@ -52,6 +52,8 @@ class ApplianceOptions:
             app to come back to ``get()`` (or exit) before it returns anyway.
         backoff: restart policy for nodes that end.
         inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
+        restart_on_exit: restart a node that ends, with ``backoff``; False leaves it stopped until
+            ``Appliance.restart_node`` (``dev`` waits for the next save).
 
     Raises:
         DeviceError: a bad mode, network, grace period or quiet timeout.
@@ -72,6 +74,7 @@ class ApplianceOptions:
     quiet_timeout: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     inbound_host: str = "127.0.0.1"
+    restart_on_exit: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
