@@ -91,7 +91,8 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
-        restarts, exit codes), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
+        restarts, exit codes, arch, emulated), ``emulated`` (node -> CPU, for the nodes that ran through
+        qemu-user), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
         ``paths`` (storage, logs per node, last HDMI frame).
     """
     # Restarts and exit codes after the shutdown: the exit statuses of the shutdown itself are in.
@@ -107,6 +108,8 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
             "model_calls": figures.model_calls,
             "restarts": status[name].restarts,
             "exit_codes": list(status[name].exit_codes),
+            "arch": status[name].arch,
+            "emulated": status[name].emulated,
         }
     last_frame = _last_hdmi_frame(appliance)
     return {
@@ -122,6 +125,7 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
         "dropped_frames": sum(node["dropped"] for node in nodes.values()),
         "restarts": sum(node["restarts"] for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},
+        "emulated": {name: node["arch"] for name, node in nodes.items() if node["emulated"]},
         "paths": {
             "storage": str(appliance.storage_path),
             "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},

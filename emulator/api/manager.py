@@ -304,9 +304,9 @@ class ApplianceManager:
         Returns:
             ``device``, ``state_dir``, ``state`` (``empty``, ``running`` or ``off``), ``app`` (None or
             ``name``, ``project``, ``source``, ``deployed_at``), ``boots``, ``uptime_s`` (seconds since the
-            last boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``),
-            ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``, ``labels``; None without
-            an HDMI output) and ``storage_path``.
+            last boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``,
+            ``arch``, ``emulated``), ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``,
+            ``labels``; None without an HDMI output) and ``storage_path``.
         """
         device, deployment, powered = self._device, self._deployment, self._powered
         result: dict[str, Any] = {
@@ -340,6 +340,8 @@ class ApplianceManager:
                     "pid": node.pid,
                     "restarts": node.restarts,
                     "exit_codes": list(node.exit_codes),
+                    "arch": node.arch,
+                    "emulated": node.emulated,
                 }
                 for name, node in status.nodes.items()
             ],

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.figures import (
     BootFigures,
@@ -39,11 +40,12 @@ from emulator.device.figures import (
 from emulator.device.log_follower import LogFollower
 from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.options import ApplianceOptions
+from emulator.device.records import clear_sandbox_records
 from emulator.device.sandbox import BwrapLauncher, ProcessLauncher, check_user_namespaces
 from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, node_service
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Supervisor, read_rotated
-from emulator.errors import DeviceError
+from emulator.errors import DeviceError, EmulatorError
 from emulator.plan import AppPlan, CodeNodePlan, plan_application
 from emulator.project import Project
 
@@ -89,6 +91,9 @@ class Appliance:
         ProjectError: the project, graph or a package is missing or unusable.
         ManifestError: a manifest is invalid (every problem listed).
         DeviceError: a bad device name, mode, network or camera node.
+
+    ``overlays`` changes the next boot (``emulator.dev`` sets it once the assets are unpacked): it maps a code
+    node to ``(host path, image path)`` read-only binds laid over its root filesystem.
     """
 
     def __init__(
@@ -118,12 +123,14 @@ class Appliance:
         self._launcher = launcher
         self._echo = Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
+        self._machines: dict[str, str] = {}  # code node -> its rootfs's CPU (aarch64 runs through qemu-user)
         self._hdmi: Any = None
         self._hdmi_made = False
         self._boot: _Boot | None = None
         self._last: _Boot | None = None
         self._uptime_last = 0.0
         self._lock = threading.RLock()
+        self.overlays: dict[str, tuple[tuple[Path, str], ...]] = {}
 
     @property
     def device(self) -> str:
@@ -221,7 +228,9 @@ class Appliance:
             self._hdmi_made = True
             from runtime.media.hdmi import HdmiSink
 
-            self._hdmi = HdmiSink(out_dir=self.options.hdmi_out, record=self.options.hdmi_record)
+            self._hdmi = HdmiSink(
+                out_dir=self.options.hdmi_out, record=self.options.hdmi_record, every=self.options.hdmi_every
+            )
         return self._hdmi
 
     @property
@@ -249,7 +258,9 @@ class Appliance:
             SandboxError: an entry point is missing from its rootfs or built for a CPU this host cannot run.
         """
         if not self._rootfs:
-            self._rootfs = deploy_assets(self.plan, self.project, self.store, progress=not self.options.quiet)
+            self._rootfs, self._machines = deploy_assets(
+                self.plan, self.project, self.store, progress=not self.options.quiet
+            )
 
     # --- power -------------------------------------------------------------------------------------------
 
@@ -275,6 +286,7 @@ class Appliance:
             started = time.monotonic()
             self.quiet_point = None
             run_dir = self.store.reset_run_dir()
+            clear_sandbox_records(self.store.root)
             etc = etc_files(self.store.root, self.device)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
@@ -292,10 +304,22 @@ class Appliance:
                 undo.callback(runtime.stop)
                 starting = [node for node in self.plan.code_nodes if node.starts_at_boot]
                 services = [
-                    node_service(node, self._rootfs[node.name], place, runtime, launcher) for node in starting
+                    node_service(
+                        node,
+                        self._rootfs[node.name],
+                        place,
+                        runtime,
+                        launcher,
+                        self.overlays.get(node.name, ()),
+                    )
+                    for node in starting
                 ]
                 supervisor = Supervisor(
-                    services, backoff=self.options.backoff, grace=self.options.grace_period, echo=self._echo
+                    services,
+                    backoff=self.options.backoff,
+                    grace=self.options.grace_period,
+                    echo=self._echo,
+                    restart_on_exit=self.options.restart_on_exit,
                 )
                 undo.callback(supervisor.kill)
                 supervisor.start()
@@ -350,7 +374,28 @@ class Appliance:
             self.shutdown(grace)
             self.boot()
 
+    def restart_node(self, node: str, grace: float | None = None) -> None:
+        """Restart one code node as the device restarts an app's process: storage and logs kept, its
+        temporary paths empty again, the rest of the application running on.
+
+        Args:
+            node: a code node started at boot.
+            grace: seconds between SIGTERM and SIGKILL (default ``grace_period``).
+
+        Raises:
+            DeviceError: the appliance is off or ``node`` is not one of its running code nodes.
+            SandboxError: the new sandbox could not start (the node stays stopped).
+        """
+        self._code_node(node)
+        boot = self._require_boot()
+        try:
+            boot.supervisor.restart(node, self.options.grace_period if grace is None else grace)
+        except EmulatorError as error:
+            error.node = error.node or node
+            raise
+
     def _power_off(self, boot: _Boot) -> None:
+        clear_sandbox_records(self.store.root)
         boot.runtime.stop()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
@@ -456,13 +501,21 @@ class Appliance:
     # --- figures -----------------------------------------------------------------------------------------
 
     def status(self) -> DeviceStatus:
-        """The device's state now; after a shutdown the nodes and routes are those of the last boot."""
+        """The device's state now; after a shutdown the nodes and routes are those of the last boot.
+
+        A node's ``arch`` is the CPU its rootfs is built for (``aarch64``, ``x86_64``; None before the first
+        deploy) and ``emulated`` whether it runs through qemu-user.
+        """
         boot = self._boot or self._last
         supervised = boot.supervisor.status() if boot is not None else {}
         nodes = {
-            plan.name: NodeStatus.from_json({**supervised[plan.name], "launch": plan.launch})
-            if plan.name in supervised
-            else NodeStatus(launch=plan.launch)
+            plan.name: dataclasses.replace(
+                NodeStatus.from_json({**supervised[plan.name], "launch": plan.launch})
+                if plan.name in supervised
+                else NodeStatus(launch=plan.launch),
+                arch=self._machines.get(plan.name),
+                emulated=arch.runs_emulated(self._machines.get(plan.name)),
+            )
             for plan in self.plan.code_nodes
         }
         return DeviceStatus(

@@ -66,6 +66,9 @@ class NodeStatus(_Record):
         uptime_s: seconds the running instance has run (0 when not running).
         instance: which start of the node this is (0 before the first).
         launch: ``onAppStart``, ``onDemand`` or ``onSignal``.
+        arch: the CPU the node's root filesystem is built for (``aarch64``, ``x86_64``; None before the first
+            deploy).
+        emulated: the node runs through qemu-user.
     """
 
     state: str = "not started"
@@ -75,6 +78,8 @@ class NodeStatus(_Record):
     uptime_s: float = 0.0
     instance: int = 0
     launch: str = "onAppStart"
+    arch: str | None = None
+    emulated: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NodeStatus:
@@ -87,6 +92,8 @@ class NodeStatus(_Record):
             uptime_s=float(data["uptime_s"]),
             instance=int(data["instance"]),
             launch=str(data["launch"]),
+            arch=data.get("arch"),
+            emulated=bool(data.get("emulated", False)),
         )
 
 

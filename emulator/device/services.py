@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from emulator.device import arch
+from emulator.device.records import record_sandbox
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Service
@@ -75,7 +76,9 @@ def _model_file(project: Project, model: ModelPlan, uri: str) -> Path:
         ) from None
 
 
-def deploy_assets(plan: AppPlan, project: Project, store: DeviceStore, *, progress: bool) -> dict[str, Path]:
+def deploy_assets(
+    plan: AppPlan, project: Project, store: DeviceStore, *, progress: bool
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Install every asset of the application into the device and unpack it (verified: SHA-256 = name).
 
     Args:
@@ -85,7 +88,8 @@ def deploy_assets(plan: AppPlan, project: Project, store: DeviceStore, *, progre
         progress: show unpacking progress.
 
     Returns:
-        Per code node its unpacked root filesystem, per model node its model directory.
+        Per code node its unpacked root filesystem and per model node its model directory; and per code
+        node the CPU its root filesystem is built for (``aarch64``, ``x86_64``).
 
     Raises:
         ProjectError: an asset file is missing from the project.
@@ -93,10 +97,14 @@ def deploy_assets(plan: AppPlan, project: Project, store: DeviceStore, *, progre
         SandboxError: an entry point is missing from its rootfs or built for a CPU this host cannot run.
     """
     unpacked: dict[str, Path] = {}
+    machines: dict[str, str] = {}
     for node in plan.code_nodes:
         store.install_asset(project.asset_path(node.asset_uri), project.asset_path(node.descriptor_uri))
         rootfs = store.rootfs(node.asset_uri, progress=progress)
-        arch.check_architecture(rootfs, node.descriptor.path, base_env(node)["PATH"], node=node.name)
+        search_path = base_env(node)["PATH"]
+        machines[node.name] = arch.check_architecture(
+            rootfs, node.descriptor.path, search_path, node=node.name
+        )
         unpacked[node.name] = rootfs
     for model in plan.models:
         try:
@@ -109,7 +117,7 @@ def deploy_assets(plan: AppPlan, project: Project, store: DeviceStore, *, progre
         except AssetError as error:
             error.node = error.node or model.name
             raise
-    return unpacked
+    return unpacked, machines
 
 
 @dataclass(frozen=True)
@@ -136,9 +144,16 @@ class BootPlace:
 
 
 def node_service(
-    node: CodeNodePlan, rootfs: Path, place: BootPlace, runtime: BootRuntime, launcher: ProcessLauncher
+    node: CodeNodePlan,
+    rootfs: Path,
+    place: BootPlace,
+    runtime: BootRuntime,
+    launcher: ProcessLauncher,
+    overlays: tuple[tuple[Path, str], ...] = (),
 ) -> Service:
     """A code node as a supervised service: each start launches its sandbox afresh.
+
+    How the sandbox is made is recorded in the device's state directory (for ``shell``).
 
     Args:
         node: the code node.
@@ -146,6 +161,7 @@ def node_service(
         place: where this boot runs.
         runtime: this boot's runtime (the bridge's environment for the node, the SDK).
         launcher: starts sandboxes.
+        overlays: ``(host path, image path)`` read-only binds laid over the root filesystem.
 
     Returns:
         The service; its output goes to the node's ``console_output``.
@@ -157,8 +173,13 @@ def node_service(
     env.update(bridge)
     env["PYTHONPATH"] = f"{sdk_path}:{app_path}" if app_path else sdk_path
     env.setdefault("PYTHONUNBUFFERED", "1")
-    ro_files = tuple(
-        (source, target) for target, source in place.etc.items() if (rootfs / target.lstrip("/")).is_file()
+    ro_files = (
+        tuple(
+            (source, target)
+            for target, source in place.etc.items()
+            if (rootfs / target.lstrip("/")).is_file()
+        )
+        + overlays
     )
     descriptor = node.descriptor
     command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
@@ -176,6 +197,7 @@ def node_service(
         user_namespace=place.unprivileged,
         ro_files=ro_files,
     )
+    record_sandbox(place.store.root, node.name, spec)
 
     def launch() -> LaunchedProcess:
         try:

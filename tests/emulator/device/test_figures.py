@@ -65,7 +65,7 @@ def device_status() -> DeviceStatus:
         routes=(Route("web", 8080, 18080, "forwarding"),),
         nodes={
             "code_node": NodeStatus(state="running", pid=4242, restarts=1, exit_codes=(137,), uptime_s=2.0,
-                                    instance=2),
+                                    instance=2, arch="aarch64", emulated=True),
             "later": NodeStatus(launch="onDemand"),
         },
     )  # fmt: skip
