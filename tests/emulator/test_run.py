@@ -17,15 +17,9 @@ SUMMARY_KEYS = {
     "models", "nodes", "paths", "restarts", "seconds",
 }  # fmt: skip
 NODE_KEYS = {
-    "dropped",
-    "exit_codes",
-    "fps",
-    "frames_in",
-    "frames_out",
-    "latency_ms",
-    "model_calls",
-    "restarts",
-}
+    "arch", "dropped", "emulated", "exit_codes", "fps", "frames_in", "frames_out", "latency_ms",
+    "model_calls", "restarts",
+}  # fmt: skip
 
 
 def test_the_default_mode_is_lockstep_for_frames_and_realtime_otherwise() -> None:
