@@ -232,6 +232,14 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     help="Share the host's network with the app, or give it none.",
 )
 @click.option(
+    "--aws",
+    type=click.Choice(["none", "host", "local"]),
+    default="none",
+    show_default=True,
+    help="What the app's AWS SDK meets: no credentials, your credentials (a device's runtime role), "
+    "or CloudWatch metrics kept here and nothing sent to AWS.",
+)
+@click.option(
     "--quiet-timeout",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -254,6 +262,7 @@ def run_command(
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
+    aws: str,
     quiet_timeout: float,
     build: bool,
 ) -> None:
@@ -292,6 +301,7 @@ def run_command(
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         summary_json=Path(summary_json) if summary_json else None,
         network=network,
+        aws=aws,
         quiet_timeout=quiet_timeout,
         build=build,
         say=lambda line: err_console.print(line, markup=False, highlight=False),
@@ -391,6 +401,14 @@ def _echo_status(status: dict[str, Any]) -> None:
     help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
 )
 @click.option(
+    "--aws",
+    type=click.Choice(["none", "host", "local"]),
+    default="none",
+    show_default=True,
+    help="What the app's AWS SDK meets: no credentials, your credentials (a device's runtime role), "
+    "or CloudWatch metrics kept here and nothing sent to AWS.",
+)
+@click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),
     default=1024,
@@ -407,6 +425,7 @@ def serve_command(
     token: str | None,
     camera: tuple[str, ...],
     mode: str,
+    aws: str,
     max_upload_mb: int,
 ) -> None:
     """Serve the device API and the web console for one emulated appliance.
@@ -425,7 +444,7 @@ def serve_command(
     sock = bind_socket(host, port)
     cameras = _camera_specs(camera)
     state = Path(state_dir) if state_dir else None
-    manager = ApplianceManager(device=device, state_dir=state, cameras=cameras, mode=mode)
+    manager = ApplianceManager(device=device, state_dir=state, cameras=cameras, mode=mode, aws=aws)
     project = Path(project_dir) if project_dir else Path.cwd()
     if project_dir or ((project / "graphs").is_dir() and (project / "packages").is_dir()):
         err_console.print(f"booting {project.resolve()} on device {device}", markup=False, highlight=False)

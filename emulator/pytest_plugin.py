@@ -19,6 +19,8 @@ Options (each with an ini equivalent, and each knob an overridable fixture)::
     --panorama-keep-state           panorama_keep_state   keep the temporary state folder after the session
     --panorama-no-build             panorama_build        do not build missing container assets
     --panorama-timeout SECONDS      panorama_timeout      default wait of run_frames and wait_until (120)
+    --panorama-aws MODE             panorama_aws          none (default), host or local: what the app's
+                                                          AWS SDK meets (see docs/appliance.md)
 
 Every test gets a freshly booted app with empty storage and logs (``panorama_fresh_storage``); the device's
 root filesystems stay cached for the whole session, so each boot takes about a second.
@@ -46,6 +48,7 @@ __all__ = [
     "PanoramaTimeout",
     "panorama_app",
     "panorama_appliance_options",
+    "panorama_aws",
     "panorama_build",
     "panorama_cameras",
     "panorama_device",
@@ -106,6 +109,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not build missing container assets before booting",
     )
     group.addoption("--panorama-timeout", type=float, metavar="SECONDS", help="default wait (120 s)")
+    group.addoption(
+        "--panorama-aws",
+        choices=("none", "host", "local"),
+        help="what the app's AWS SDK meets: no credentials, yours, or local CloudWatch (default: none)",
+    )
     parser.addini("panorama_project", "the Panorama project, relative to the ini file", default="")
     parser.addini("panorama_cameras", "NODE=SOURCE camera sources, one per line", type="linelist", default=[])
     parser.addini("panorama_device", "the emulated device's name", default="pytest")
@@ -114,6 +122,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("panorama_keep_state", "keep the temporary device state folder", type="bool", default=False)
     parser.addini("panorama_build", "build missing container assets", type="bool", default=True)
     parser.addini("panorama_timeout", "default wait in seconds", default="120")
+    parser.addini("panorama_aws", "none, host or local: what the app's AWS SDK meets", default="none")
 
 
 def _cameras(config: pytest.Config) -> dict[str, str]:
@@ -216,6 +225,12 @@ def panorama_timeout(request: pytest.FixtureRequest) -> float:
 def panorama_fresh_storage() -> bool:
     """Empty the app's storage and logs before each test's boot (override to return False to keep them)."""
     return True
+
+
+@pytest.fixture
+def panorama_aws(request: pytest.FixtureRequest) -> str:
+    """What the app's AWS SDK meets: ``none``, ``host`` or ``local`` (ini ``panorama_aws``)."""
+    return str(_option(request.config, "panorama_aws"))
 
 
 @pytest.fixture
@@ -449,6 +464,7 @@ def panorama_app(
     panorama_build: bool,
     panorama_timeout: float,
     panorama_fresh_storage: bool,
+    panorama_aws: str,
     panorama_appliance_options: dict[str, Any],
 ) -> Iterator[PanoramaApp]:
     """The app, built if needed and booted; shut down after the test."""
@@ -467,7 +483,7 @@ def panorama_app(
             cameras=panorama_cameras or None,
             mode=panorama_mode,
             quiet=True,
-            **panorama_appliance_options,
+            **{"aws": panorama_aws, **panorama_appliance_options},
         )
         if panorama_fresh_storage:
             _empty(appliance.storage_path)

@@ -81,6 +81,7 @@ class ApplianceManager:
         state_dir: Path | None = None,
         cameras: Mapping[str, str] | None = None,
         mode: str = "realtime",
+        aws: str = "none",
         factory: ApplianceFactory | None = None,
         bundle_limits: BundleLimits | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class ApplianceManager:
         self.device_name = device
         self.cameras = dict(cameras or {})
         self.mode = mode
+        self.aws = aws
         self.bundle_limits = bundle_limits or BundleLimits()
         self._factory = factory or make_appliance
         self._lock = threading.RLock()
@@ -172,6 +174,7 @@ class ApplianceManager:
                 cameras=self.cameras or None,
                 mode=self.mode,
                 quiet=True,
+                **({"aws": self.aws} if self.aws != "none" else {}),
             )
             self._teardown()
             stack = contextlib.ExitStack()

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from emulator.device import arch
+from emulator.device.aws import AWS_MODES, AwsEndpoint, start_aws
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.sandbox import (
@@ -60,6 +61,7 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
+    aws: AwsEndpoint | None = None
 
 
 class _Echo:
@@ -97,6 +99,9 @@ class Appliance:
             cameras not named get ``synthetic``.
         mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
         network: ``host`` (the app shares the host's network) or ``none`` (loopback only).
+        aws: what the app's AWS SDK meets: ``none`` (no credentials), ``host`` (the caller's credentials
+            through a container credentials endpoint) or ``local`` (CloudWatch metrics kept by the emulator,
+            nothing sent to AWS); see :mod:`emulator.device.aws`.
         hdmi_out: a folder where the HDMI sink keeps ``last.png``.
         hdmi_record: an MP4 file that records every screen the HDMI output shows.
         quiet: do not echo app output to the terminal (it still goes to ``console_output``).
@@ -125,6 +130,7 @@ class Appliance:
         cameras: Mapping[str, str] | None = None,
         mode: str = "lockstep",
         network: str = "host",
+        aws: str = "none",
         hdmi_out: str | Path | None = None,
         hdmi_record: str | Path | None = None,
         quiet: bool = False,
@@ -139,6 +145,8 @@ class Appliance:
             raise DeviceError(f"mode must be lockstep or realtime, not {mode!r}")
         if network not in NETWORKS:
             raise DeviceError(f"network must be host or none, not {network!r}")
+        if aws not in AWS_MODES:
+            raise DeviceError(f"aws must be none, host or local, not {aws!r}")
         if not (quiet_timeout >= 0 and math.isfinite(quiet_timeout)):
             raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {quiet_timeout}")
         self.project = Project(Path(project_dir))
@@ -158,6 +166,7 @@ class Appliance:
         self.device = device
         self.mode = mode
         self.network = network
+        self.aws = aws
         self.quiet = quiet
         self.grace_period = grace_period
         self.quiet_timeout = quiet_timeout
@@ -328,22 +337,28 @@ class Appliance:
             self.quiet_point = None
             run_dir = self.store.reset_run_dir()
             etc = etc_files(self.store.root, self.device)
+            aws = start_aws(self.aws, run_dir, network=self.network)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
-            runtime = start_runtime(
-                self.plan,
-                run_dir,
-                cameras=self.cameras,
-                hdmi=self.hdmi if self.plan.sinks else None,
-                model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
-                mode=self.mode,
-            )
+            try:
+                runtime = start_runtime(
+                    self.plan,
+                    run_dir,
+                    cameras=self.cameras,
+                    hdmi=self.hdmi if self.plan.sinks else None,
+                    model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
+                    mode=self.mode,
+                )
+            except BaseException:
+                if aws is not None:
+                    aws.close()
+                raise
             supervisor: Supervisor | None = None
             forwarders: list[PortForwarder] = []
             try:
                 services = [
-                    self._service(node, launcher, runtime, run_dir, etc, unprivileged)
+                    self._service(node, launcher, runtime, run_dir, etc, unprivileged, aws)
                     for node in self.plan.code_nodes
                     if node.starts_at_boot
                 ]
@@ -363,8 +378,10 @@ class Appliance:
                 if supervisor is not None:
                     supervisor.kill()
                 runtime.stop()
+                if aws is not None:
+                    aws.close()
                 raise
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes)
+            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -400,6 +417,8 @@ class Appliance:
 
     def _power_off(self, boot: _Boot) -> None:
         boot.runtime.stop()
+        if boot.aws is not None:
+            boot.aws.close()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
 
@@ -527,6 +546,7 @@ class Appliance:
             "uptime_s": round(self.uptime, 3),
             "mode": self.mode,
             "network": self.network,
+            "aws": self.aws,
             "routes": [route.__dict__ for route in (boot.routes if boot is not None else [])],
             "nodes": nodes,
         }
@@ -561,6 +581,8 @@ class Appliance:
         figures["uptime_s"] = round(self.uptime, 3)
         figures["mode"] = self.mode
         figures["models"] = boot.runtime.model_metrics() if boot is not None else {}
+        if boot is not None and boot.aws is not None:
+            figures["aws"] = boot.aws.figures()
         if self.plan.sinks and self._hdmi is not None:
             figures["hdmi"] = self._hdmi.metrics()
         return figures
@@ -580,6 +602,7 @@ class Appliance:
         run_dir: Path,
         etc: Mapping[str, Path],
         unprivileged: bool,
+        aws: AwsEndpoint | None = None,
     ) -> Service:
         env = self._base_env(node)
         bridge = runtime.node_env(node.name)
@@ -594,6 +617,9 @@ class Appliance:
         )
         descriptor = node.descriptor
         command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
+        if aws is not None:
+            env.update(aws.app_env())
+            command = aws.gate(command, rootfs, env["PATH"])
         logs_dir = self.store.logs_dir(self.app, node.name)
         spec = SandboxSpec(
             rootfs=rootfs,

@@ -201,6 +201,7 @@ def run_application(
     hdmi_record: Path | None = None,
     summary_json: Path | None = None,
     network: str = "host",
+    aws: str = "none",
     quiet_timeout: float = 10.0,
     build: bool = False,
     quiet: bool = False,
@@ -210,7 +211,7 @@ def run_application(
 
     Args:
         project_dir: the project.
-        graph, override, cameras, device, state_dir, hdmi_out, hdmi_record, network, quiet: as for
+        graph, override, cameras, device, state_dir, hdmi_out, hdmi_record, network, aws, quiet: as for
             ``Appliance``.
         frames: stop once the HDMI output has received this many outputs; in lockstep, once every app
             has then finished its frame (see ``Appliance.wait_for_frames``).
@@ -240,7 +241,7 @@ def run_application(
     chosen_mode = mode or ("lockstep" if frames is not None else "realtime")
     appliance = Appliance(
         project_dir, device=device, state_dir=state_dir, graph=graph, override=override, cameras=cameras,
-        mode=chosen_mode, network=network, hdmi_out=hdmi_out, hdmi_record=hdmi_record, quiet=quiet,
+        mode=chosen_mode, network=network, aws=aws, hdmi_out=hdmi_out, hdmi_record=hdmi_record, quiet=quiet,
         quiet_timeout=quiet_timeout,
     )  # fmt: skip
     if frames is not None and not appliance.plan.sinks:
