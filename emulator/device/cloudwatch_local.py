@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +69,10 @@ def cbor_decode(data: bytes) -> Any:
     Raises:
         ValueError: the data is not well-formed CBOR.
     """
-    value, end = _cbor_item(data, 0)
+    try:
+        value, end = _cbor_item(data, 0)
+    except (IndexError, struct.error, RecursionError):
+        raise ValueError("truncated or malformed CBOR") from None
     if end != len(data):
         raise ValueError("trailing bytes after the CBOR item")
     return value
@@ -109,6 +113,8 @@ def _cbor_item(data: bytes, pos: int) -> tuple[Any, int]:
                 chunks.append(chunk.encode() if isinstance(chunk, str) else chunk)
             raw, pos = b"".join(chunks), pos + 1
         else:
+            if pos + length > len(data):
+                raise ValueError("truncated CBOR")
             raw, pos = data[pos : pos + length], pos + length
         return (raw.decode() if major == 3 else raw), pos
     if major == 4:
@@ -348,6 +354,7 @@ class MetricStore:
     calls: int = 0
     refused: int = 0
     last_refusal: str = ""
+    protocols: dict[str, int] = field(default_factory=dict)
     _series: dict[str, _Series] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -367,13 +374,13 @@ class MetricStore:
         if service == "monitoring":
             try:
                 call = decode_request(headers, path, body)
-            except (ValueError, OSError, EOFError) as error:
+            except (ValueError, OSError, EOFError, zlib.error) as error:
                 return self._refuse(
                     headers, host, "InvalidParameterValue", f"cannot decode the request: {error}"
                 )
             if call is not None and call.operation == "PutMetricData":
                 try:
-                    self._put(call.params)
+                    self._put(call.params, call.protocol)
                 except (KeyError, TypeError, ValueError) as error:
                     return self._refuse(headers, host, "InvalidParameterValue", f"bad PutMetricData: {error}")
                 return _success(call)
@@ -396,7 +403,7 @@ class MetricStore:
             self.last_refusal = message
         return refusal(headers, host, code, message)
 
-    def _put(self, params: Mapping[str, Any]) -> None:
+    def _put(self, params: Mapping[str, Any], protocol: str) -> None:
         namespace = str(params["Namespace"])
         data = params.get("MetricData") or []
         if not isinstance(data, list):
@@ -408,6 +415,7 @@ class MetricStore:
             points.append((series, _values(datum)))
         with self._lock:
             self.calls += 1
+            self.protocols[protocol] = self.protocols.get(protocol, 0) + 1
             for fresh, values in points:
                 key = _key(fresh)
                 found = self._series.get(key)
@@ -421,13 +429,17 @@ class MetricStore:
                     series.add(value, count)
 
     def figures(self) -> dict[str, object]:
-        """``{"calls", "refused", "last_refusal", "series": {"<namespace>/<name>[{dims}]": {...}}}``."""
+        """``{"calls", "refused", "last_refusal", "protocols": {protocol: puts}, "series": {key: {...}}}``.
+
+        A series' key is ``<namespace>/<name>``, followed by ``{dimension=value,...}`` when it has any.
+        """
         with self._lock:
             series = {key: item.figures() for key, item in sorted(self._series.items())}
             return {
                 "calls": self.calls,
                 "refused": self.refused,
                 "last_refusal": self.last_refusal,
+                "protocols": dict(self.protocols),
                 "series": series,
             }
 
