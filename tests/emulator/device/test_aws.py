@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -253,6 +254,41 @@ def test_host_mode_serves_the_callers_credentials_to_the_token_holder_only(run_d
     finally:
         endpoint.close()
     assert not (run_dir / SOCKET_FILE).exists()
+
+
+def _old_python(version: str) -> str:
+    """The Python of older base images that scripts/setup keeps in the cache, or skip."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "panorama-emulator"
+    python = (
+        Path(os.environ.get("PANORAMA_EMULATOR_CACHE") or home) / f"sdk-python{version}" / "bin" / "python"
+    )
+    if not python.is_file():
+        pytest.skip(f"no Python {version} (scripts/setup makes one where the machine has it)")
+    return str(python)
+
+
+@pytest.mark.parametrize("version", ["3.7", "3.8"])
+def test_the_forwarder_runs_on_the_pythons_of_older_images(run_dir: Path, version: str) -> None:
+    python = _old_python(version)
+    caller = {"AWS_ACCESS_KEY_ID": "AKIAOLDPYTHON", "AWS_SECRET_ACCESS_KEY": "s3cret"}
+    endpoint = start_aws("host", run_dir, environ=caller)
+    assert endpoint is not None
+    try:
+        code = (
+            "import os, sys, urllib.request; "
+            "request = urllib.request.Request(os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI'], "
+            "headers={'Authorization': os.environ['AWS_CONTAINER_AUTHORIZATION_TOKEN']}); "
+            "print(sys.version_info[1], urllib.request.urlopen(request).read().decode())"
+        )
+        command = [python, str(GATE), str(run_dir / SOCKET_FILE), "host", "--", python, "-c", code]
+        env = {"PATH": "/usr/bin:/bin", **endpoint.app_env()}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        minor, served = done.stdout.split(" ", 1)
+        assert minor == version.split(".")[1]
+        assert json.loads(served)["AccessKeyId"] == "AKIAOLDPYTHON"
+    finally:
+        endpoint.close()
 
 
 def test_host_mode_without_credentials_says_what_to_set(run_dir: Path) -> None:
