@@ -36,6 +36,7 @@ from typing import Any
 
 from emulator.device.aws_certs import LocalCA
 from emulator.device.cloudwatch_local import MetricStore
+from emulator.device.options import AWS_MODES
 from emulator.device.sandbox import RUN_MOUNT, SDK_MOUNT
 from emulator.errors import DeviceError
 from runtime.sdk.panoramasdk._protocol import bind_unix
@@ -52,7 +53,6 @@ __all__ = [
     "start_aws",
 ]
 
-AWS_MODES = ("none", "host", "local")
 SOCKET_FILE = "aws.sock"
 CA_FILE = "aws-ca.pem"
 GATE_SCRIPT = f"{SDK_MOUNT}/panoramasdk/_awsgate.py"

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from _e2e_helpers import APPS_DIR, FAST, public_tmp_dir, reports
 
-from emulator import Appliance
+from emulator import Appliance, ApplianceOptions
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
@@ -227,7 +227,8 @@ def test_a_guide_shaped_sample_runs_600_frames_with_its_metrics_in_the_api(
 ) -> None:
     from emulator.api import ApplianceManager, BackgroundServer
 
-    manager = ApplianceManager(device="aws-sample", state_dir=state_dir, mode="lockstep", aws="local")
+    options = ApplianceOptions(device="aws-sample", state_dir=state_dir, mode="lockstep", aws="local")
+    manager = ApplianceManager(options)
     manager.deploy_project(aws_project, graph=aws_project / "graphs" / "sample" / "graph.json")
     with BackgroundServer(manager, close_on_exit=True) as server, httpx.Client(base_url=server.url) as http:
         deadline = time.monotonic() + 600
