@@ -321,6 +321,10 @@ def run_command(
         markup=False,
         highlight=False,
     )
+    from emulator.device.aws import cloudwatch_lines
+
+    for line in cloudwatch_lines(summary.get("aws")):
+        err_console.print(line, markup=False, highlight=False)
 
 
 # --- the device API: `serve`, and the commands that talk to a running `serve` ----------------------------

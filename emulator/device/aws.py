@@ -49,6 +49,7 @@ __all__ = [
     "SOCKET_FILE",
     "AwsEndpoint",
     "Credentials",
+    "cloudwatch_lines",
     "host_credentials",
     "start_aws",
 ]
@@ -432,3 +433,26 @@ def start_aws(
     if mode == "none":
         return None
     return AwsEndpoint(mode, run_dir, network=network, environ=environ)
+
+
+def cloudwatch_lines(figures: object) -> list[str]:
+    """What ``run`` prints about the CloudWatch metrics an app put with ``--aws local``.
+
+    Args:
+        figures: ``metrics()["aws"]`` (anything else gives no lines).
+
+    Returns:
+        One line with the calls, then one per metric (``namespace/name``, samples, last value, unit).
+    """
+    cloudwatch = figures.get("cloudwatch") if isinstance(figures, dict) else None
+    if not isinstance(cloudwatch, dict):
+        return []
+    series = cloudwatch.get("series") or {}
+    lines = [
+        f"CloudWatch kept here (--aws local): {cloudwatch.get('calls', 0)} calls, "
+        f"{cloudwatch.get('refused', 0)} refused, {len(series)} metrics"
+    ]
+    for key, item in series.items():
+        unit = f" {item['unit']}" if item.get("unit") else ""
+        lines.append(f"  {key}: {item['samples']} samples, last {item['last']:g}{unit}")
+    return lines

@@ -14,6 +14,8 @@ import io
 import json
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -255,3 +257,23 @@ def test_a_guide_shaped_sample_runs_600_frames_with_its_metrics_in_the_api(
         )
         page = http.get("/").text
         assert 'id="cloudwatch"' in page
+
+
+def test_run_aws_local_from_the_command_line_sums_up_the_metrics(aws_project: Path, state_dir: Path) -> None:
+    cli = str(Path(sys.executable).parent / "panorama-emulator")
+    summary_file = state_dir / "summary.json"
+    done = subprocess.run(
+        [
+            cli, "run", "--project", str(aws_project), "--graph", "graphs/sample/graph.json",
+            "--frames", "300", "--aws", "local", "--state-dir", str(state_dir),
+            "--summary-json", str(summary_file),
+        ],
+        cwd=aws_project, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(summary_file.read_text())
+    assert summary["restarts"] == 0 and summary["frames"] == 300
+    series = summary["aws"]["cloudwatch"]["series"]
+    assert series["EmulatorSample/FramesSeen"]["samples"] == 2
+    assert "CloudWatch kept here (--aws local): 2 calls, 0 refused, 2 metrics" in done.stderr
+    assert "  EmulatorSample/FramesSeen: 2 samples, last 150 Count" in done.stderr

@@ -323,3 +323,14 @@ def test_run_and_serve_offer_the_three_modes() -> None:
         result = CliRunner().invoke(main, [command, "--aws", "cloud"])
         assert result.exit_code == 2
         assert "'cloud' is not one of 'none', 'host', 'local'" in result.output
+
+
+def test_run_prints_the_metrics_kept() -> None:
+    from emulator.device.aws import cloudwatch_lines
+
+    store = MetricStore()
+    store.answer(HOST, QUERY_HEADERS, "/", _query_body())
+    lines = cloudwatch_lines({"mode": "local", "cloudwatch": store.figures()})
+    assert lines[0] == "CloudWatch kept here (--aws local): 1 calls, 0 refused, 3 metrics"
+    assert "  Shop/People{Camera=c1}: 1 samples, last 2.5 Count" in lines
+    assert cloudwatch_lines({"mode": "none"}) == [] and cloudwatch_lines(None) == []
