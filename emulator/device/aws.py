@@ -22,6 +22,7 @@ import datetime
 import hmac
 import http.server
 import importlib
+import ipaddress
 import json
 import os
 import re
@@ -220,7 +221,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _tunnel(self, host: str, port: int) -> None:
         try:
-            upstream = socket.create_connection((host, port), timeout=30)
+            address = _public_address(host, port)
+            if address is None:
+                self._json(403, {"message": f"panorama-emulator: {host} is this machine's, not the app's"})
+                return
+            upstream = socket.create_connection(address, timeout=30)
         except OSError as error:
             self._json(502, {"message": f"panorama-emulator: cannot reach {host}:{port}: {error}"})
             return
@@ -242,6 +247,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pump(client, upstream)
         back.join()
         upstream.close()
+
+
+def _public_address(host: str, port: int) -> tuple[str, int] | None:
+    """Where a CONNECT to ``host`` goes, or None when that is this machine (loopback, link-local...).
+
+    The app's own network cannot reach the host's loopback services; the proxy must not either.
+    """
+    address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
+    ip = ipaddress.ip_address(address[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return None
+    return str(ip), port
 
 
 class _CallHandler(http.server.BaseHTTPRequestHandler):

@@ -24,6 +24,7 @@ __all__ = ["LocalCA"]
 
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
 _DAYS = "7"
+_MAX_HOSTS = 256
 
 
 def _openssl() -> str:
@@ -88,6 +89,8 @@ class LocalCA:
             context = self._contexts.get(host)
             if context is not None:
                 return context
+            if len(self._contexts) >= _MAX_HOSTS:
+                raise DeviceError(f"--aws local: certificates for more than {_MAX_HOSTS} hosts asked for")
             name = secrets.token_hex(8)
             ext = self._dir / f"{name}.ext"
             ext.write_text(

@@ -10,7 +10,6 @@ their protocol's shape that names the emulator and the mode, with a status botoc
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import struct
@@ -36,6 +35,7 @@ __all__ = [
 CLOUDWATCH_TARGET = "GraniteServiceVersion20100801"
 _QUERY_NS = "http://monitoring.amazonaws.com/doc/2010-08-01/"
 _MAX_SERIES = 1000
+_MAX_DECOMPRESSED = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def decode_request(headers: Mapping[str, str], path: str, body: bytes) -> _Call 
         ValueError: the body cannot be decoded in the protocol it claims.
     """
     if headers.get("content-encoding", "").lower() == "gzip":
-        body = gzip.decompress(body)
+        body = _gunzip(body)
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     prefix = f"/service/{CLOUDWATCH_TARGET}/operation/"
     if headers.get("smithy-protocol") == "rpc-v2-cbor" or path.startswith(prefix):
@@ -239,6 +239,15 @@ def decode_request(headers: Mapping[str, str], path: str, body: bytes) -> _Call 
         params = _query_params(fields)
         return _Call("query", str(params.pop("Action", "")), params)
     return None
+
+
+def _gunzip(body: bytes) -> bytes:
+    """Decompress a gzip body, refusing one that would grow past ``_MAX_DECOMPRESSED``."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(body, _MAX_DECOMPRESSED)
+    if inflater.unconsumed_tail or len(out) >= _MAX_DECOMPRESSED:
+        raise ValueError(f"the decompressed body is larger than {_MAX_DECOMPRESSED} bytes")
+    return out
 
 
 # --- answers -----------------------------------------------------------------------------------------------

@@ -7,12 +7,15 @@ The sandboxed boto3 clients themselves are driven in tests/e2e/test_aws_e2e.py.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -334,3 +337,53 @@ def test_run_prints_the_metrics_kept() -> None:
     assert lines[0] == "CloudWatch kept here (--aws local): 1 calls, 0 refused, 3 metrics"
     assert "  Shop/People{Camera=c1}: 1 samples, last 2.5 Count" in lines
     assert cloudwatch_lines({"mode": "none"}) == [] and cloudwatch_lines(None) == []
+
+
+def _connect(socket_path: Path, target: str) -> bytes:
+    """A proxy CONNECT straight on the endpoint's unix socket; the answer's first line and what follows."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(60)
+        client.connect(str(socket_path))
+        client.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        answer = client.recv(4096)
+        if answer.startswith(b"HTTP/1.1 200"):
+            client.sendall(b"ping\n")
+            answer += client.recv(4096)
+        return answer
+
+
+def test_local_mode_carries_other_https_but_never_to_this_machines_loopback(run_dir: Path) -> None:
+    endpoint = start_aws("local", run_dir, network="host")
+    assert endpoint is not None
+    server = socket.create_server(("0.0.0.0", 0))
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(conn.recv(4096))
+
+    threading.Thread(target=echo, daemon=True).start()
+    try:
+        for target in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::ffff:127.0.0.1]:{port}"):
+            assert _connect(run_dir / SOCKET_FILE, target).startswith(b"HTTP/1.1 403"), target
+        # This machine's address on its default route (a UDP connect sends nothing).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("192.0.2.1", 9))
+            except OSError:
+                pytest.skip("this machine has no route other than loopback")
+            outside = probe.getsockname()[0]
+        answer = _connect(run_dir / SOCKET_FILE, f"{outside}:{port}")
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ping\n")
+    finally:
+        server.close()
+        endpoint.close()
+
+
+def test_a_body_that_inflates_past_the_limit_is_refused() -> None:
+    bomb = gzip.compress(b"0" * (65 * 1024 * 1024), compresslevel=1)
+    reply = MetricStore().answer(HOST, {**QUERY_HEADERS, "content-encoding": "gzip"}, "/", bomb)
+    assert reply.status == 400 and b"larger than" in reply.body
