@@ -144,10 +144,10 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _appliance(project: Path, state_dir: Path, name: str, aws: str) -> Appliance:
+def _appliance(project: Path, state_dir: Path, name: str, aws: str, network: str = "host") -> Appliance:
     return Appliance(
         project, device="aws", state_dir=state_dir, graph=project / "graphs" / name / "graph.json",
-        aws=aws, quiet=True, backoff=FAST,
+        aws=aws, network=network, quiet=True, backoff=FAST,
     )  # fmt: skip
 
 
@@ -161,11 +161,15 @@ def _probe(appliance: Appliance, frames: int = 25) -> dict[str, list[dict[str, o
     return found
 
 
-@pytest.mark.parametrize(("name", "version", "protocol"), [("old", "1.24.", "query"), ("new", "", "json")])
+@pytest.mark.parametrize(
+    ("name", "version", "protocol", "network"),
+    [("old", "1.24.", "query", "host"), ("new", "", "json", "host"), ("old", "1.24.", "query", "none")],
+    ids=["boto3-1.24", "boto3-current", "boto3-1.24-network-none"],
+)
 def test_local_mode_keeps_the_metrics_of_old_and_current_boto3(
-    aws_project: Path, state_dir: Path, name: str, version: str, protocol: str
+    aws_project: Path, state_dir: Path, name: str, version: str, protocol: str, network: str
 ) -> None:
-    seen = _probe(_appliance(aws_project, state_dir, name, "local"))
+    seen = _probe(_appliance(aws_project, state_dir, name, "local", network=network))
     (start,) = seen["aws-start"]
     assert str(start["boto3"]).startswith(version), start
     assert start["method"] == "env" and start["region"] == "us-east-1"
