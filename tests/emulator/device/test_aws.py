@@ -317,12 +317,12 @@ def test_gate_runs_the_entry_on_the_images_python(local_endpoint: AwsEndpoint, t
     )
 
 
-def test_run_and_serve_offer_the_three_modes() -> None:
+def test_run_serve_and_dev_offer_the_three_modes() -> None:
     from click.testing import CliRunner
 
     from emulator.cli import main
 
-    for command in ("run", "serve"):
+    for command in ("run", "serve", "dev"):
         result = CliRunner().invoke(main, [command, "--aws", "cloud"])
         assert result.exit_code == 2
         assert "'cloud' is not one of 'none', 'host', 'local'" in result.output
