@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -228,15 +229,24 @@ def test_none_mode_boto3_raises_no_credentials_error(aws_project: Path, state_di
     assert "aws" not in seen["metrics"][0]
 
 
-def test_a_guide_shaped_sample_runs_600_frames_with_its_metrics_in_the_api(
-    aws_project: Path, state_dir: Path
-) -> None:
+@pytest.fixture(scope="module")
+def sample_server(aws_project: Path) -> Iterator[Any]:
+    """The guide-shaped sample with ``--aws local`` behind the device API and console."""
     from emulator.api import ApplianceManager, BackgroundServer
 
-    options = ApplianceOptions(device="aws-sample", state_dir=state_dir, mode="lockstep", aws="local")
+    state = public_tmp_dir("pe-e2e-aws-sample-")
+    options = ApplianceOptions(device="aws-sample", state_dir=state, mode="lockstep", aws="local")
     manager = ApplianceManager(options)
     manager.deploy_project(aws_project, graph=aws_project / "graphs" / "sample" / "graph.json")
-    with BackgroundServer(manager, close_on_exit=True) as server, httpx.Client(base_url=server.url) as http:
+    try:
+        with BackgroundServer(manager, close_on_exit=True) as server:
+            yield server
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_guide_shaped_sample_runs_600_frames_with_its_metrics_in_the_api(sample_server: Any) -> None:
+    with httpx.Client(base_url=sample_server.url) as http:
         deadline = time.monotonic() + 600
         while True:
             metrics = http.get("/api/metrics").json()
@@ -259,8 +269,30 @@ def test_a_guide_shaped_sample_runs_600_frames_with_its_metrics_in_the_api(
             'panorama_emulator_runtime_aws_cloudwatch_series_samples{metric="EmulatorSample/BusySeconds"}'
             in text
         )
-        page = http.get("/").text
-        assert 'id="cloudwatch"' in page
+
+
+@pytest.mark.browser
+def test_the_console_shows_the_metrics_the_sample_put(sample_server: Any, tmp_path: Path) -> None:
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian's chromium is not installed (scripts/setup installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(sample_server.url + "/")
+            row = '#cloudwatch tbody tr[data-metric="EmulatorSample/FramesSeen"]'
+            page.wait_for_selector(row, timeout=300_000)
+            assert page.is_visible("#cloudwatch-box")
+            cells = page.locator(f"{row} td").all_inner_texts()
+            assert cells[0] == "EmulatorSample/FramesSeen" and cells[1] == "Count" and cells[3] == "150"
+            assert page.locator('#cloudwatch tbody tr[data-metric="EmulatorSample/BusySeconds"]').count() == 1
+        finally:
+            browser.close()
 
 
 def test_run_aws_local_from_the_command_line_sums_up_the_metrics(aws_project: Path, state_dir: Path) -> None:
