@@ -38,6 +38,8 @@ def _pump(source, target):
 
 
 def _carry(client, path):
+    # An HTTP answer comes in pieces (head, body): without this, Nagle holds each piece for an ACK.
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         upstream.connect(path)
