@@ -531,3 +531,8 @@ def logs_command(
             click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+from emulator.cli_backends import backends_command  # noqa: E402  (it uses reports_errors, defined above)
+
+main.add_command(backends_command)

@@ -3,7 +3,8 @@
 A backend is chosen from the descriptor's ``framework`` and the files found in the unpacked model directory:
 each framework lists the backends that may serve it, in order of preference, and the first backend that finds
 a file it can load *and* whose runtime is installed wins. When files are found but no runtime for them is
-installed, the error names the package to install.
+installed, the error names the package to install (or the ``panorama-emulator backends install`` command that
+makes the backend environment it runs in).
 
 Backends are instantiated only inside the model server process (see :mod:`runtime.models.worker`); the
 appliance's process only selects them, so a framework runtime is imported, and can crash, in the server alone.
@@ -50,7 +51,7 @@ _BACKEND_MODULES = (
 FRAMEWORK_BACKENDS: Mapping[str, tuple[str, ...]] = {
     "ONNX": ("onnxruntime", "opencv-onnx", "dlr"),
     "PYTORCH": ("torchscript", "onnxruntime", "opencv-onnx", "dlr"),
-    "TENSORFLOW": ("opencv-tensorflow", "tensorflow-savedmodel", "onnxruntime", "opencv-onnx", "dlr"),
+    "TENSORFLOW": ("tensorflow-savedmodel", "tensorflow-graph", "onnxruntime", "opencv-onnx", "dlr"),
     "MXNET": ("mxnet", "onnxruntime", "opencv-onnx", "dlr"),
 }
 
@@ -376,7 +377,7 @@ _PATTERNS = {
     "onnxruntime": "*.onnx",
     "opencv-onnx": "*.onnx",
     "torchscript": "*.pt / *.pth (TorchScript)",
-    "opencv-tensorflow": "*.pb (frozen graph)",
+    "tensorflow-graph": "*.pb (frozen graph)",
     "tensorflow-savedmodel": "saved_model.pb (SavedModel)",
     "mxnet": "*-symbol.json with *.params",
     "dlr": "compiled_model.json / *.so (SageMaker Neo)",
