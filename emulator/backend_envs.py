@@ -80,9 +80,7 @@ def backend_rows() -> list[BackendRow]:
     return rows
 
 
-def install_environment(
-    name: str | Environment, progress: Callable[[str], None] = lambda line: None
-) -> str:
+def install_environment(name: str | Environment, progress: Callable[[str], None] = lambda line: None) -> str:
     """Make a backend environment, unless it is there and works.
 
     Args:
@@ -127,11 +125,28 @@ def _make(env: Environment, progress: Callable[[str], None]) -> None:
         variables = {"UV_CACHE_DIR": str(cache_dir() / "uv-cache"), **os.environ}
         variables["UV_PYTHON_DOWNLOADS"] = "never"
         _run([uv, "venv", "--quiet", "--python", base, str(partial)], progress, variables)
-        install = [uv, "pip", "install", "--python", str(python), "--require-hashes", "-r", str(env.requirements)]
+        install = [
+            uv,
+            "pip",
+            "install",
+            "--python",
+            str(python),
+            "--require-hashes",
+            "-r",
+            str(env.requirements),
+        ]
         _run(install, progress, variables)
     else:
         _run([base, "-m", "venv", str(partial)], progress, dict(os.environ))
-        install = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+        install = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+        ]
         _run([*install, "--require-hashes", "-r", str(env.requirements)], progress, dict(os.environ))
     partial.rename(env.path)
     problem = _import_problem(env)

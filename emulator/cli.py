@@ -533,6 +533,12 @@ def logs_command(
         return
 
 
-from emulator.cli_backends import backends_command  # noqa: E402  (it uses reports_errors, defined above)
 
-main.add_command(backends_command)
+def _add_commands() -> None:
+    """Commands kept in modules of their own (they use reports_errors, defined above)."""
+    from emulator.cli_backends import backends_command
+
+    main.add_command(backends_command)
+
+
+_add_commands()

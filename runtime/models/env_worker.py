@@ -65,7 +65,7 @@ def error_text(error):
     if text.startswith(kind + ":") or text.split(":", 1)[0].endswith(("Error", "Exception")):
         message = text
     else:
-        message = "{}: {}".format(kind, text) if text else kind
+        message = f"{kind}: {text}" if text else kind
     return message if len(message) <= 400 else message[:397] + "..."
 
 
@@ -75,12 +75,12 @@ def match_inputs(declared, model_names):
         return {name: name for name in declared}
     if len(declared) != len(model_names):
         raise ValueError(
-            "the model takes inputs {} but the descriptor declares {}".format(list(model_names), list(declared))
+            f"the model takes inputs {list(model_names)} but the descriptor declares {list(declared)}"
         )
     return dict(zip(declared, model_names))
 
 
-class MxnetSymbol(object):
+class MxnetSymbol:
     """``<prefix>-symbol.json`` + ``<prefix>-NNNN.params`` imported as a Gluon SymbolBlock on the CPU."""
 
     def __init__(self, path, inputs, fp16):
@@ -94,7 +94,7 @@ class MxnetSymbol(object):
         params = sorted(name for name in os.listdir(folder) if name.startswith(prefix + "-"))
         params = [name for name in params if name.endswith(".params")]
         if not params:
-            raise ValueError("no {}-NNNN.params file beside {}".format(prefix, os.path.basename(path)))
+            raise ValueError(f"no {prefix}-NNNN.params file beside {os.path.basename(path)}")
         symbol = mxnet.sym.load(path)
         saved = mxnet.nd.load(os.path.join(folder, params[-1]))
         stored = set(key.split(":", 1)[-1] for key in saved)
@@ -123,7 +123,7 @@ class MxnetSymbol(object):
         return [output.asnumpy() for output in outputs]
 
 
-class TensorflowGraph(object):
+class TensorflowGraph:
     """A TF1 frozen GraphDef, run in a ``tf.compat.v1.Session``.
 
     Inputs are its placeholders, in their own dtypes. Outputs: the TF Object Detection API's four
@@ -168,14 +168,16 @@ class TensorflowGraph(object):
         config = tf.compat.v1.ConfigProto(device_count={"GPU": 0})
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         if fp16:
-            self.notes.append("precisionMode FP16 is not applied by tensorflow on the CPU; the model runs in FP32")
+            self.notes.append(
+                "precisionMode FP16 is not applied by tensorflow on the CPU; the model runs in FP32"
+            )
 
     def run(self, arrays):
         feed = {self.feeds[name]: array for name, array in arrays.items()}
         return [np.asarray(value) for value in self.session.run(self.fetches, feed_dict=feed)]
 
 
-class TensorflowSavedModel(object):
+class TensorflowSavedModel:
     """A SavedModel's ``serving_default`` signature. Outputs: the OD API's four first (those present), then
     the rest by name."""
 
@@ -198,7 +200,9 @@ class TensorflowSavedModel(object):
         self.outputs = [name for name in OD_API_OUTPUTS if name in keys]
         self.outputs += [name for name in keys if name not in OD_API_OUTPUTS]
         if fp16:
-            self.notes.append("precisionMode FP16 is not applied by tensorflow on the CPU; the model runs in FP32")
+            self.notes.append(
+                "precisionMode FP16 is not applied by tensorflow on the CPU; the model runs in FP32"
+            )
 
     def run(self, arrays):
         tf = self.tf
@@ -206,7 +210,7 @@ class TensorflowSavedModel(object):
         return [np.asarray(result[name]) for name in self.outputs]
 
 
-class NeoCompiled(object):
+class NeoCompiled:
     """A SageMaker Neo artifact folder loaded with ``dlr.DLRModel`` on the CPU."""
 
     def __init__(self, path, inputs, fp16):
@@ -217,7 +221,7 @@ class NeoCompiled(object):
         self.model = dlr.DLRModel(path, "cpu", 0)
         self.names = match_inputs([name for name, _ in inputs], list(self.model.get_input_names()))
         self.input_dtypes = {name: "<f4" for name, _ in inputs}
-        self.outputs = ["output{}".format(index) for index in range(self.model.get_output_size())]
+        self.outputs = [f"output{index}" for index in range(self.model.get_output_size())]
 
     def run(self, arrays):
         outputs = self.model.run({self.names[name]: array for name, array in arrays.items()})
@@ -232,7 +236,7 @@ KINDS = {
 }
 
 
-class Memory(object):
+class Memory:
     """The shared memory, mapped at its current size and remapped when either side grows it."""
 
     def __init__(self, fd):
@@ -280,7 +284,7 @@ def serve(model, sock, memory):
             offset = _aligned(end)
             for output in outputs:
                 if output.dtype.kind not in "biuf":
-                    raise TypeError("the model returned a {} array, which is not numeric".format(output.dtype))
+                    raise TypeError(f"the model returned a {output.dtype} array, which is not numeric")
                 offsets.append(offset)
                 offset = _aligned(offset + output.nbytes)
             memory.ensure(offset)

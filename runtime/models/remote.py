@@ -16,7 +16,6 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,9 +56,10 @@ class EnvironmentBackend(Backend):
         super().__init__(spec)
         env = environment(self.environment)
         if not env.ready:
-            raise ModelError(f"the {env.name} backend environment is {env.state()}; make it: {env.install_command}")
+            raise ModelError(
+                f"the {env.name} backend environment is {env.state()}; make it: {env.install_command}"
+            )
         self.env = env
-        started = time.perf_counter()
         self._memory = _Memory(sum(_nbytes(shape) for _, shape in spec.inputs) * 2 + (1 << 20))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = ours
@@ -82,19 +82,15 @@ class EnvironmentBackend(Backend):
         self.outputs: list[str] = list(outputs)
         self.versions: dict[str, str] = dict(versions)
         self.notes.extend(notes)
-        self.load_seconds = time.perf_counter() - started
 
     def describe(self) -> str:
         """Where the model runs, for the boot log: environment, framework version, pid and load time.
 
         Returns:
-            e.g. ``environment mxnet-1a2b3c4d5e6f (mxnet 1.9.1, numpy 1.23.5), worker pid 42, loaded in 3.1 s``.
+            e.g. ``environment mxnet-1a2b3c4d5e6f (mxnet 1.9.1, numpy 1.23.5), worker pid 42``.
         """
         versions = ", ".join(f"{name} {version}" for name, version in self.versions.items())
-        return (
-            f"environment {self.env.path.name} ({versions}), worker pid {self._process.pid}, "
-            f"loaded in {self.load_seconds:.2f} s"
-        )
+        return f"environment {self.env.path.name} ({versions}), worker pid {self._process.pid}"
 
     @classmethod
     def missing(cls) -> str | None:
@@ -196,13 +192,18 @@ class EnvironmentBackend(Backend):
         status = self._process.wait()
         print(
             f"model node {self.spec.node}: the {self.environment} worker (pid {self._process.pid}) "
-            + (f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"),
+            + (
+                f"was killed by {signal.Signals(-status).name}"
+                if status < 0
+                else f"exited with status {status}"
+            ),
             file=sys.stderr,
             flush=True,
         )
         sys.stdout.flush()
         if status < 0:
-            signal.signal(-status, signal.SIG_DFL)
+            if -status != signal.SIGKILL:
+                signal.signal(-status, signal.SIG_DFL)
             os.kill(os.getpid(), -status)
         os._exit(status or 1)
 

@@ -84,7 +84,7 @@ def tf_savedmodel(out_dir):
 
 def save(out_dir, x, outputs):
     np.save(os.path.join(out_dir, "input.npy"), x)
-    np.savez(os.path.join(out_dir, "expected.npz"), **{"out%d" % i: o for i, o in enumerate(outputs)})
+    np.savez(os.path.join(out_dir, "expected.npz"), **{f"out{i}": o for i, o in enumerate(outputs)})
 
 
 if __name__ == "__main__":
