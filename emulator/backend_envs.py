@@ -3,8 +3,10 @@
 :func:`backend_rows` is what ``panorama-emulator backends`` lists: per backend, the frameworks it serves,
 whether it runs in the model server (the emulator's venv) or in a backend environment, and its versions.
 :func:`install_environment` makes a backend environment (``backends install NAME``): a venv from the pinned,
-hash-checked requirements in ``runtime/models/envs/NAME.txt``, with uv when it is at hand, else with pip. A
-ready environment is checked (its framework imports) and left alone; a broken one is reported and made again.
+hash-checked requirements in ``runtime/models/envs/NAME.txt``, with uv when it is at hand, else with pip.
+A ready environment is checked (its pinned packages are installed at their versions) and left alone; a
+broken one is reported and made again. uv hard-links files from its cache: nothing may write into an
+environment's files in place.
 See :mod:`runtime.models.environment` for where environments live and how they are keyed.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -107,7 +110,11 @@ def install_environment(name: str | Environment, progress: Callable[[str], None]
         if rebuilt:
             progress(f"{env.name}: the environment at {env.path} is {state}; making it again")
             shutil.rmtree(env.path)
-        _make(env, progress)
+        try:
+            _make(env, progress)
+        except BaseException:
+            shutil.rmtree(env.path.with_name(env.path.name + ".partial"), ignore_errors=True)
+            raise
         return "rebuilt" if rebuilt else "made"
 
 
@@ -149,7 +156,7 @@ def _make(env: Environment, progress: Callable[[str], None]) -> None:
         ]
         _run([*install, "--require-hashes", "-r", str(env.requirements)], progress, dict(os.environ))
     partial.rename(env.path)
-    problem = _import_problem(env)
+    problem = _import_problem(env, full=True)
     if problem is not None:
         raise ModelError(f"the {env.name} environment at {env.path} was made, but {problem}")
     env.marker.write_text(env.key + "\n")
@@ -170,21 +177,45 @@ def _run(command: list[str], progress: Callable[[str], None], variables: dict[st
         raise ModelError(f"{Path(command[0]).name} failed (status {process.returncode}): {last}")
 
 
-def _import_problem(env: Environment) -> str | None:
-    """Why the environment's framework does not import, or None when it does."""
+# Run in the environment: each pinned distribution at its pinned version, the framework's module found.
+_CHECK = """
+import importlib.metadata, importlib.util, json, os, sys
+pins, module = json.loads(sys.argv[1]), sys.argv[2]
+for name, version in sorted(pins.items()):
+    try:
+        found = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        sys.exit(name + " is not installed")
+    if found != version:
+        sys.exit(name + " is " + found + ", not " + version)
+spec = importlib.util.find_spec(module)
+if spec is None or not spec.origin or not os.path.exists(spec.origin):
+    sys.exit(module + " is not found")
+"""
+
+
+def _import_problem(env: Environment, *, full: bool = False) -> str | None:
+    """What is wrong with the environment's packages, or None.
+
+    Args:
+        env: the environment.
+        full: import the framework (seconds, for tensorflow) rather than check what is installed.
+    """
+    if full:
+        command = [str(env.python), "-I", "-c", f"import {env.module}"]
+    else:
+        command = [str(env.python), "-I", "-c", _CHECK, json.dumps(env.pins()), env.module]
     try:
         done = subprocess.run(
-            [str(env.python), "-I", "-c", f"import {env.module}"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
         )
     except OSError as error:
         return f"its python does not start: {error.strerror}"
     if done.returncode == 0:
         return None
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return f"{env.module} does not import: {lines[-1] if lines else f'status {done.returncode}'}"
+    last = lines[-1] if lines else f"status {done.returncode}"
+    return f"{env.module} does not import: {last}" if full else last
 
 
 def _uv() -> str | None:
