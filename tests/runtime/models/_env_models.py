@@ -3,13 +3,18 @@
 
 Each writes its model files into OUT_DIR, plus ``input.npy`` (a fixed input of the declared shape) and
 ``expected.npz`` (``out0``, ``out1``... : what the framework itself returns for that input, in its own
-process). Nothing is downloaded: every network is built with ``pretrained=False`` and a fixed seed.
+process), and ``filled.npz``: the same for an input filled with FILL (what the end-to-end caller app sends,
+converted to the model's dtype). Nothing is downloaded: every network is built with ``pretrained=False``
+and a fixed seed.
 """
 
 import os
 import sys
 
 import numpy as np
+
+#: What the end-to-end caller app fills its input with.
+FILL = 100.0
 
 
 def gluoncv(out_dir, name, shape):
@@ -28,9 +33,13 @@ def gluoncv(out_dir, name, shape):
     block = mx.gluon.nn.SymbolBlock.imports(
         os.path.join(out_dir, "model-symbol.json"), ["data"], os.path.join(out_dir, "model-0000.params")
     )
-    result = block(mx.nd.array(x))
-    outputs = result if isinstance(result, (list, tuple)) else [result]
-    save(out_dir, x, [output.asnumpy() for output in outputs])
+
+    def run(array):
+        result = block(mx.nd.array(array))
+        outputs = result if isinstance(result, (list, tuple)) else [result]
+        return [output.asnumpy() for output in outputs]
+
+    save(out_dir, x, run(x), run(np.full(shape, FILL, np.float32)))
 
 
 def tf_od_graph(out_dir, size):
@@ -57,8 +66,10 @@ def tf_od_graph(out_dir, size):
     x = rng.randint(0, 256, size=(1, size, size, 3)).astype(np.uint8)
     names = ["detection_boxes", "detection_scores", "detection_classes", "num_detections"]
     with tf.compat.v1.Session(graph=graph) as session:
-        outputs = session.run([name + ":0" for name in names], {"image_tensor:0": x})
-    save(out_dir, x, outputs)
+        fetches = [name + ":0" for name in names]
+        outputs = session.run(fetches, {"image_tensor:0": x})
+        filled = session.run(fetches, {"image_tensor:0": np.full(x.shape, FILL, np.float32).astype(np.uint8)})
+    save(out_dir, x, outputs, filled)
 
 
 def tf_savedmodel(out_dir):
@@ -79,12 +90,14 @@ def tf_savedmodel(out_dir):
     tf.saved_model.save(module, folder, signatures={"serving_default": module.serve})
     x = rng.uniform(-1, 1, size=(2, 16)).astype(np.float32)
     result = tf.saved_model.load(folder).signatures["serving_default"](features=tf.constant(x))
-    save(out_dir, x, [result["best"].numpy(), result["logits"].numpy()])
+    outputs = [result["best"].numpy(), result["logits"].numpy()]
+    save(out_dir, x, outputs, outputs)
 
 
-def save(out_dir, x, outputs):
+def save(out_dir, x, outputs, filled):
     np.save(os.path.join(out_dir, "input.npy"), x)
     np.savez(os.path.join(out_dir, "expected.npz"), **{f"out{i}": o for i, o in enumerate(outputs)})
+    np.savez(os.path.join(out_dir, "filled.npz"), **{f"out{i}": o for i, o in enumerate(filled)})
 
 
 if __name__ == "__main__":
