@@ -533,7 +533,6 @@ def logs_command(
         return
 
 
-
 def _add_commands() -> None:
     """Commands kept in modules of their own (they use reports_errors, defined above)."""
     from emulator.cli_backends import backends_command

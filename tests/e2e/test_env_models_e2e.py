@@ -132,5 +132,7 @@ def test_mxnet_and_tensorflow_model_nodes_serve_an_app(
         models_figures = appliance.metrics()["models"]
         assert isinstance(models_figures, dict)
         assert models_figures["ssd"]["errors"] == 3 and models_figures["ssd"]["calls"] >= 5
+        backends = {node: figures["backend"] for node, figures in models_figures.items()}
+        assert backends == {"ssd": "mxnet", "yolo": "mxnet", "od": "tensorflow-graph"}
     finally:
         appliance.close()
