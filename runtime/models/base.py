@@ -128,7 +128,7 @@ class Backend(ABC):
     package: ClassVar[str]
     #: what to ``pip install`` to get ``package``
     requirement: ClassVar[str]
-    #: dotted names (``"cv2.dnn.readNetFromTensorflow"``) the backend calls that not every release of
+    #: dotted names (``"cv2.dnn.readNetFromONNX"``) the backend calls that not every release of
     #: ``package`` has; when set, :meth:`available` imports ``package`` to look for them
     entry_points: ClassVar[tuple[str, ...]] = ()
     #: False when one loaded model must not run on two threads at once (the server then serialises calls)
@@ -152,8 +152,8 @@ class Backend(ABC):
         """What keeps the backend from running here, as a phrase, or None when nothing does.
 
         Returns:
-            ``"torch, which is not installed"`` or ``"cv2.dnn.readNetFromTensorflow, which
-            opencv-python-headless 5.1.0 lacks"``; None when the backend is available.
+            ``"torch, which is not installed"`` or ``"cv2.dnn.readNetFromONNX, which
+            opencv-python-headless 9.0.0 lacks"``; None when the backend is available.
         """
         try:
             if importlib.util.find_spec(cls.package) is None:
