@@ -58,9 +58,17 @@ def send(sock, message):
 
 
 def error_text(error):
-    """The framework's message as one line: its last non-empty line, led by the exception's type."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
+    """The framework's message as one line (its last non-empty line, or the first of a tensorflow error's
+    message), led by the exception's type."""
+    own = getattr(error, "message", None)
+    if isinstance(own, str) and own.strip():
+        # tensorflow's: "Graph execution error:", the cause, then the node ("[[{{node Assert}}]]").
+        lines = [line.strip() for line in own.splitlines() if line.strip()]
+        causes = [line for line in lines if not line.startswith("[[") and not line.endswith("error:")]
+        text = (causes or lines)[0]
+    else:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        text = lines[-1] if lines else ""
     kind = type(error).__name__
     if text.startswith(kind + ":") or text.split(":", 1)[0].endswith(("Error", "Exception")):
         message = text
@@ -105,13 +113,25 @@ class MxnetSymbol:
             path, data, os.path.join(folder, params[-1]), ctx=mxnet.cpu()
         )
         self.block.hybridize(static_alloc=True, static_shape=True)
+        self.input_dtypes = {name: "<f4" for name, _ in inputs}
+        self.positions = {model: index for index, model in enumerate(data)}
         self.dtype = "float32"
         if fp16:
             self.block.cast("float16")
             self.dtype = "float16"
+            try:
+                self.run(
+                    {name: np.zeros([max(dim, 1) for dim in shape], np.float32) for name, shape in inputs}
+                )
+            except mxnet.base.MXNetError as error:
+                # mxnet has no half-precision CPU kernel for some operators (gemm, so convolutions).
+                self.block.cast("float32")
+                self.dtype = "float32"
+                self.notes.append(
+                    "precisionMode FP16: mxnet cannot run this model in half precision on the CPU "
+                    f"({error_text(error)}); it runs in FP32"
+                )
         self.outputs = list(symbol.list_outputs())
-        self.input_dtypes = {name: "<f4" for name, _ in inputs}
-        self.positions = {model: index for index, model in enumerate(data)}
 
     def run(self, arrays):
         mx = self.mx
@@ -154,11 +174,13 @@ class TensorflowGraph:
             self.fetches = [self.graph.get_tensor_by_name(name + ":0") for name in OD_API_OUTPUTS]
         else:
             consumed = set(tensor.name for op in operations for tensor in op.inputs)
+            # An op another one waits on (a control input, such as an assertion's guard) is no output.
+            awaited = set(control.name for op in operations for control in op.control_inputs)
             skipped = ("Const", "Placeholder", "NoOp", "Assert")
             self.fetches = [
                 tensor
                 for op in operations
-                if op.type not in skipped
+                if op.type not in skipped and op.name not in awaited
                 for tensor in op.outputs
                 if tensor.name not in consumed
             ]

@@ -94,6 +94,22 @@ def tf_savedmodel(out_dir):
     save(out_dir, x, outputs, outputs)
 
 
+def tf_raiser(out_dir):
+    """A frozen graph whose output waits on an assertion: it raises for inputs of 100 and more."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 4], name="data")
+        check = tf.debugging.assert_less(x, 100.0, message="the input is too bright")
+        with tf.control_dependencies([check]):
+            tf.identity(x * 2.0, name="doubled")
+    with open(os.path.join(out_dir, "raiser.pb"), "wb") as handle:
+        handle.write(graph.as_graph_def().SerializeToString())
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    save(out_dir, x, [x * 2], [x * 2])
+
+
 def save(out_dir, x, outputs, filled):
     np.save(os.path.join(out_dir, "input.npy"), x)
     np.savez(os.path.join(out_dir, "expected.npz"), **{f"out{i}": o for i, o in enumerate(outputs)})
@@ -108,5 +124,7 @@ if __name__ == "__main__":
         tf_od_graph(out, sys.argv[3])
     elif kind == "tf-savedmodel":
         tf_savedmodel(out)
+    elif kind == "tf-raiser":
+        tf_raiser(out)
     else:
         sys.exit("unknown kind " + kind)

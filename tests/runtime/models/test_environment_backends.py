@@ -168,3 +168,33 @@ def test_a_savedmodel_gives_its_outputs_by_name(tmp_path: Path) -> None:
         assert host.backends == {"classifier": "tensorflow-savedmodel"}
         # "best" then "logits": by name, as the module's docstring says.
         assert_same(host.call("classifier", np.load(folder / "input.npy")), expected(folder))
+
+
+def test_a_graph_that_raises_fails_that_call_and_the_next_call_works(tmp_path: Path) -> None:
+    folder = make(tmp_path / "raiser", "tensorflow", "tf-raiser")
+    x = np.load(folder / "input.npy")
+    with ModelHost([entry("raiser", folder, "TENSORFLOW", ("data", (1, 4)))]) as host:
+        assert_same(host.call("raiser", x), expected(folder))
+        server = host.pid
+        with pytest.raises(ModelError) as caught:
+            host.call("raiser", np.full((1, 4), 1000.0, np.float32))
+        message = str(caught.value)
+        assert message.startswith("node raiser: ") and "InvalidArgumentError" in message, message
+        assert "the input is too bright" in message and "\n" not in message
+        assert_same(host.call("raiser", x), expected(folder))
+        assert host.pid == server
+
+
+def test_fp16_on_a_model_mxnet_cannot_run_in_half_precision_says_so_and_runs_in_fp32(
+    gluoncv_models: dict[str, tuple[Path, tuple[int, ...]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, shape = gluoncv_models["simple_pose_resnet18_v1b"]
+    caplog.set_level(logging.INFO, logger="runtime.models")
+    with ModelHost([entry("pose16", folder, "MXNET", ("data", shape), precision="FP16")]) as host:
+        outputs = host.call("pose16", np.load(folder / "input.npy"))
+    assert_same(outputs, expected(folder))
+    notes = [record.getMessage() for record in caplog.records if "FP16" in record.getMessage()]
+    assert notes == [
+        "model node pose16: precisionMode FP16: mxnet cannot run this model in half precision on the CPU "
+        "(MXNetError: FP16 gemm on cpu not implemented!); it runs in FP32"
+    ]
