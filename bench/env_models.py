@@ -5,8 +5,10 @@
 (``bench/models.py`` hands these backends to this module.) The models are made in the environment with
 ``tests/runtime/models/_env_models.py`` (fixed seeds, nothing downloaded): for mxnet a gluoncv SSD
 (``ssd_512_mobilenet1.0_voc``, input 1 x 3 x 512 x 512 float32); for tensorflow a frozen graph shaped like a
-TF Object Detection API export (uint8 ``image_tensor`` 1 x 300 x 300 x 3, its four outputs). Each is run
-three ways on the same input:
+TF Object Detection API export (uint8 ``image_tensor`` 1 x 300 x 300 x 3, six 64-channel convolutions at
+150 x 150 standing in for an SSD's cost, its four outputs; the descriptor
+names the input ``data``, as the bench app does, and it maps by position). Each is run three ways on the
+same input:
 
 - in-process: the framework called directly inside its environment (the worker's own loader, in a process
   of the environment's Python that times its calls);
@@ -47,8 +49,8 @@ MODELS = {
         "mxnet-symbol", "data", (1, 3, 512, 512),
     ),
     "tensorflow": (
-        "tensorflow", "TENSORFLOW", ["tf-od-graph", "300"], "frozen_inference_graph.pb",
-        "tensorflow-graph", "image_tensor", (1, 300, 300, 3),
+        "tensorflow", "TENSORFLOW", ["tf-od-graph", "300", "6"], "frozen_inference_graph.pb",
+        "tensorflow-graph", "data", (1, 300, 300, 3),
     ),
 }  # fmt: skip
 

@@ -42,19 +42,24 @@ def gluoncv(out_dir, name, shape):
     save(out_dir, x, run(x), run(np.full(shape, FILL, np.float32)))
 
 
-def tf_od_graph(out_dir, size):
-    """A graph shaped like a TF Object Detection API export: uint8 image_tensor in, its four outputs out."""
+def tf_od_graph(out_dir, size, layers="0"):
+    """A graph shaped like a TF Object Detection API export: uint8 image_tensor in, its four outputs out;
+    ``layers`` more 3x3 convolutions of 64 channels give it the cost of a small SSD (for the benchmark)."""
     import tensorflow as tf
 
     size = int(size)
     rng = np.random.RandomState(7)
-    kernel = rng.uniform(-0.1, 0.1, size=(3, 3, 3, 8)).astype(np.float32)
-    dense = rng.uniform(-0.1, 0.1, size=(8, 100 * 6)).astype(np.float32)
+    width = 64 if int(layers) else 8
+    kernel = rng.uniform(-0.1, 0.1, size=(3, 3, 3, width)).astype(np.float32)
+    dense = rng.uniform(-0.1, 0.1, size=(width, 100 * 6)).astype(np.float32)
     graph = tf.Graph()
     with graph.as_default():
         image = tf.compat.v1.placeholder(tf.uint8, [1, size, size, 3], name="image_tensor")
         x = tf.cast(image, tf.float32) / 255.0
         x = tf.nn.relu(tf.nn.conv2d(x, tf.constant(kernel), strides=2, padding="SAME"))
+        for _ in range(int(layers)):
+            more = rng.normal(0, np.sqrt(2.0 / (9 * width)), size=(3, 3, width, width)).astype(np.float32)
+            x = tf.nn.relu(tf.nn.conv2d(x, tf.constant(more), strides=1, padding="SAME"))
         x = tf.reduce_mean(x, axis=[1, 2])
         head = tf.reshape(tf.matmul(x, tf.constant(dense)), [1, 100, 6])
         tf.sigmoid(head[:, :, :4], name="detection_boxes")
@@ -121,7 +126,7 @@ if __name__ == "__main__":
     if kind == "gluoncv":
         gluoncv(out, sys.argv[3], tuple(int(dim) for dim in sys.argv[4].split(",")))
     elif kind == "tf-od-graph":
-        tf_od_graph(out, sys.argv[3])
+        tf_od_graph(out, *sys.argv[3:])
     elif kind == "tf-savedmodel":
         tf_savedmodel(out)
     elif kind == "tf-raiser":
