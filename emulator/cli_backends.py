@@ -6,7 +6,7 @@ import click
 
 from emulator.cli import reports_errors
 
-__all__ = ["backends_command"]
+__all__ = ["backends_command", "register"]
 
 
 @click.group("backends", invoke_without_command=True)
@@ -42,3 +42,8 @@ def install_command(names: tuple[str, ...]) -> None:
 
     for name in names:
         install_environment(name, progress=lambda line: click.echo(line, err=True))
+
+
+def register(group: click.Group) -> None:
+    """Add ``backends`` (and ``backends install``) to the command group."""
+    group.add_command(backends_command)

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from emulator.device.options import ApplianceOptions
 from emulator.errors import ProjectError
 from runtime.media.hdmi import HdmiSink
 
@@ -74,12 +75,11 @@ class DeviceLike(Protocol):
     def resume_camera(self, name: str) -> None: ...
 
 
-ApplianceFactory = Callable[..., DeviceLike]
-"""Makes a device: called as ``factory(project_dir, device=, state_dir=, graph=, override=, cameras=, mode=,
-quiet=True)`` like ``emulator.Appliance``."""
+ApplianceFactory = Callable[[Path, ApplianceOptions], DeviceLike]
+"""Makes a device: called as ``factory(project_dir, options)`` like ``emulator.Appliance``."""
 
 
-def make_appliance(project_dir: Path, **options: Any) -> DeviceLike:
+def make_appliance(project_dir: Path, options: ApplianceOptions) -> DeviceLike:
     """Make an ``emulator.Appliance`` (the default :data:`ApplianceFactory`).
 
     Raises:
@@ -87,7 +87,7 @@ def make_appliance(project_dir: Path, **options: Any) -> DeviceLike:
     """
     from emulator.device.appliance import Appliance
 
-    device: DeviceLike = Appliance(project_dir, **options)
+    device: DeviceLike = Appliance(project_dir, options)
     return device
 
 
@@ -130,7 +130,7 @@ def as_int(value: object, default: int = 0) -> int:
 
 
 def node_status(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's entry of ``status()`` as the API shows it: name, state, pid, restarts, exit codes."""
+    """A node's entry of ``status()`` as the API shows it: name, state, pid, restarts, exit codes, CPU."""
     exits = raw.get("exit_codes", raw.get("exits", []))
     codes = []
     for item in exits if isinstance(exits, (list, tuple)) else []:
@@ -144,6 +144,8 @@ def node_status(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         "restarts": as_int(raw.get("restarts")),
         "exit_codes": codes,
+        "arch": str(raw["arch"]) if raw.get("arch") else None,
+        "emulated": raw.get("emulated") is True,
     }
 
 
