@@ -25,12 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.errors import ModelError
-from runtime.models.base import FRAMEWORK_BACKENDS, backends
+from runtime.models.base import FRAMEWORK_BACKENDS, backends, file_form
 from runtime.models.environment import Environment, cache_dir, environment
 from runtime.models.remote import EnvironmentBackend
 
 __all__ = ["BackendRow", "backend_rows", "install_environment"]
 
+_ORDER = (
+    "mxnet",
+    "tensorflow-savedmodel",
+    "tensorflow-graph",
+    "torchscript",
+    "onnxruntime",
+    "opencv-onnx",
+    "dlr",
+)
 # The PyPI project that provides each in-process backend's package, for its version.
 _DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "cv2": "opencv-python-headless", "torch": "torch"}
 
@@ -42,6 +51,7 @@ class BackendRow:
     Args:
         backend: the backend's name (``mxnet``).
         frameworks: the descriptor frameworks it serves.
+        files: the model files it loads (``*-symbol.json with *.params``).
         where: ``model server`` (in the emulator's venv) or ``environment NAME``.
         version: the framework's version (pinned, for an environment).
         state: ``ready``, or what is missing and how to get it.
@@ -49,6 +59,7 @@ class BackendRow:
 
     backend: str
     frameworks: tuple[str, ...]
+    files: str
     where: str
     version: str
     state: str
@@ -58,10 +69,10 @@ def backend_rows() -> list[BackendRow]:
     """Every registered backend with where it runs, its version and whether it can run here.
 
     Returns:
-        One row per backend, in the order of :data:`runtime.models.base.FRAMEWORK_BACKENDS`.
+        One row per backend: the frameworks' own first (MXNet, TensorFlow, PyTorch), then ONNX and DLR.
     """
     registry = backends()
-    names = list(dict.fromkeys(name for order in FRAMEWORK_BACKENDS.values() for name in order))
+    names = list(dict.fromkeys([*_ORDER, *(name for order in FRAMEWORK_BACKENDS.values() for name in order)]))
     rows = []
     for name in names:
         cls = registry[name]
@@ -79,7 +90,7 @@ def backend_rows() -> list[BackendRow]:
             except importlib.metadata.PackageNotFoundError:
                 version = f"{distribution} (not installed)"
             state = "ready" if missing is None else f"needs {missing}; {cls.install_hint()}"
-        rows.append(BackendRow(name, frameworks, where, version, state))
+        rows.append(BackendRow(name, frameworks, file_form(name), where, version, state))
     return rows
 
 

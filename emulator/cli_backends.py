@@ -13,24 +13,26 @@ __all__ = ["backends_command", "register"]
 @click.pass_context
 @reports_errors
 def backends_command(context: click.Context) -> None:
-    """List the inference backends: the frameworks each serves, where it runs, its version, its state.
+    """List the inference backends: the frameworks and model files each serves, where it runs, its version,
+    its state.
 
     Backends that run in a backend environment (mxnet, tensorflow, dlr) need it made once with
     `backends install NAME`; it is cached under the cache directory.
     """
     if context.invoked_subcommand is not None:
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from emulator.backend_envs import backend_rows
 
-    table = Table(box=None, header_style="bold")
-    for column in ("backend", "frameworks", "runs in", "version", "state"):
-        table.add_column(column, no_wrap=True)
-    for row in backend_rows():
-        table.add_row(row.backend, " ".join(row.frameworks), row.where, row.version, row.state)
-    Console(highlight=False, width=160).print(table)
+    header = ("backend", "frameworks", "model files", "runs in", "version", "state")
+    rows = [header] + [
+        (row.backend, " ".join(row.frameworks), row.files, row.where, row.version, row.state)
+        for row in backend_rows()
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header) - 1)]
+    for row in rows:
+        click.echo(
+            "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]])
+        )
 
 
 @backends_command.command("install")

@@ -31,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "backend_class",
     "backends",
+    "file_form",
     "find_files",
     "map_input_names",
     "register",
@@ -382,6 +383,18 @@ _PATTERNS = {
     "mxnet": "*-symbol.json with *.params",
     "dlr": "compiled_model.json / *.so (SageMaker Neo)",
 }
+
+
+def file_form(backend: str) -> str:
+    """What a backend looks for in a model directory, as a person reads it.
+
+    Args:
+        backend: a registered backend name.
+
+    Returns:
+        e.g. ``*-symbol.json with *.params``; empty for a backend this module does not describe.
+    """
+    return _PATTERNS.get(backend, "")
 
 
 def map_input_names(spec: ModelSpec, model_names: Sequence[str]) -> dict[str, str]:

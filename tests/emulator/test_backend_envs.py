@@ -77,9 +77,14 @@ def test_backends_lists_where_each_runs_and_its_versions() -> None:
     assert rows["tensorflow-graph"].where == "environment tensorflow"
     assert rows["onnxruntime"].where == "model server"
     assert rows["mxnet"].frameworks == ("MXNET",)
+    assert rows["mxnet"].files == "*-symbol.json with *.params"
+    assert list(rows)[:3] == ["mxnet", "tensorflow-savedmodel", "tensorflow-graph"]
     result = CliRunner().invoke(main, ["backends"])
     assert result.exit_code == 0, result.output
-    assert re.search(r"mxnet\s+MXNET\s+environment mxnet\s+mxnet 1\.9\.1\s+", result.output)
+    assert re.search(
+        r"mxnet\s+MXNET\s+\*-symbol\.json with \*\.params\s+environment mxnet\s+mxnet 1\.9\.1\s+",
+        result.output,
+    )
     assert "opencv-tensorflow" not in result.output
 
 
