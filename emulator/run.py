@@ -92,8 +92,9 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
         restarts, exit codes, arch, emulated), ``emulated`` (node -> CPU, for the nodes that ran through
-        qemu-user), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
-        ``paths`` (storage, logs per node, last HDMI frame).
+        qemu-user), ``cameras``, ``models``, ``aws`` (the mode; with ``--aws local`` the CloudWatch metrics
+        the app put), ``dropped_frames``, ``restarts``, ``exit_codes``, ``paths`` (storage, logs per node,
+        last HDMI frame).
     """
     # Restarts and exit codes after the shutdown: the exit statuses of the shutdown itself are in.
     status = appliance.status().nodes
@@ -122,6 +123,7 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
         "nodes": nodes,
         "cameras": plain(metrics.cameras),
         "models": plain(metrics.models),
+        "aws": plain(metrics.aws) if metrics.aws is not None else {"mode": appliance.aws},
         "dropped_frames": sum(node["dropped"] for node in nodes.values()),
         "restarts": sum(node["restarts"] for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},

@@ -23,6 +23,7 @@ _COLLECTIONS = {
     "nodes": "node",
     "per_camera": "camera",
     "per_node": "node",
+    "series": "metric",
     "streams": "stream",
 }
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -64,8 +65,9 @@ def prometheus_text(figures: Mapping[str, object]) -> str:
     """Render nested figures as Prometheus metrics.
 
     Numbers and booleans become samples named by their path (``panorama_emulator_<key>_<key>``); below
-    ``nodes``, ``cameras``, ``models`` and ``streams`` the keys are names and become a label instead
-    (``panorama_emulator_nodes_fps{node="code_node"}``), once: the records of a named entry keep their key
+    ``nodes``, ``cameras``, ``models``, ``streams`` and ``series`` (the CloudWatch metrics ``--aws local``
+    keeps) the keys are names and become a label instead (``panorama_emulator_nodes_fps{node="code_node"}``),
+    once: the records of a named entry keep their key
     (``panorama_emulator_runtime_nodes_latency_ms_p50{node="code_node"}``). Strings, lists and None are left
     out.
 

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from emulator.device import arch
+from emulator.device.aws import AwsEndpoint, start_aws
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.figures import (
     BootFigures,
@@ -67,6 +68,7 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
+    aws: AwsEndpoint | None = None
 
 
 class Appliance:
@@ -146,6 +148,11 @@ class Appliance:
     def network(self) -> str:
         """``host`` or ``none``."""
         return self.options.network
+
+    @property
+    def aws(self) -> str:
+        """What the app's AWS SDK meets: ``none``, ``host`` or ``local``."""
+        return self.options.aws
 
     # --- context manager ---------------------------------------------------------------------------------
 
@@ -288,11 +295,14 @@ class Appliance:
             run_dir = self.store.reset_run_dir()
             clear_sandbox_records(self.store.root)
             etc = etc_files(self.store.root, self.device)
+            aws = start_aws(self.aws, run_dir, network=self.network)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
             place = BootPlace(self.app, self.device, self.network, self.store, run_dir, etc, unprivileged)
             with contextlib.ExitStack() as undo:
+                if aws is not None:
+                    undo.callback(aws.close)
                 runtime = start_runtime(
                     self.plan,
                     run_dir,
@@ -311,6 +321,7 @@ class Appliance:
                         runtime,
                         launcher,
                         self.overlays.get(node.name, ()),
+                        aws,
                     )
                     for node in starting
                 ]
@@ -330,7 +341,7 @@ class Appliance:
                     process_of=supervisor.process,
                 )
                 undo.pop_all()  # booted: shutdown and power_cut stop it from now on
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes)
+            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -397,6 +408,8 @@ class Appliance:
     def _power_off(self, boot: _Boot) -> None:
         clear_sandbox_records(self.store.root)
         boot.runtime.stop()
+        if boot.aws is not None:
+            boot.aws.close()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
 
@@ -526,6 +539,7 @@ class Appliance:
             uptime_s=round(self.uptime, 3),
             mode=self.mode,
             network=self.network,
+            aws=self.aws,
             routes=tuple(boot.routes) if boot is not None else (),
             nodes=nodes,
         )
@@ -564,6 +578,7 @@ class Appliance:
             models={
                 name: ModelFigures.from_json(model) for name, model in boot.runtime.model_metrics().items()
             },
+            aws=boot.aws.figures() if boot.aws is not None else None,
         )
 
     # --- cameras -----------------------------------------------------------------------------------------

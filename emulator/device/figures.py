@@ -109,6 +109,7 @@ class DeviceStatus(_Record):
         uptime_s: seconds since this boot (the last boot's length when off).
         mode: ``lockstep`` or ``realtime``.
         network: ``host`` or ``none``.
+        aws: what the app's AWS SDK meets: ``none``, ``host`` or ``local``.
         routes: the inbound routes of this boot (of the last one when off).
         nodes: per code node, its state (of the last boot when off).
     """
@@ -120,6 +121,7 @@ class DeviceStatus(_Record):
     uptime_s: float
     mode: str
     network: str
+    aws: str = "none"
     routes: tuple[Route, ...] = ()
     nodes: Mapping[str, NodeStatus] = field(default_factory=dict)
 
@@ -134,6 +136,7 @@ class DeviceStatus(_Record):
             uptime_s=float(data["uptime_s"]),
             mode=str(data["mode"]),
             network=str(data["network"]),
+            aws=str(data["aws"]),
             routes=tuple(Route(**route) for route in data["routes"]),
             nodes={name: NodeStatus.from_json(node) for name, node in data["nodes"].items()},
         )
@@ -268,12 +271,14 @@ class CameraFigures(_Record):
 
 @dataclass(frozen=True)
 class ModelFigures(_Record):
-    """A model node's figures in a boot: calls, failed calls, latency percentiles in milliseconds."""
+    """A model node's figures in a boot: calls, failed calls, latency percentiles in milliseconds, and the
+    backend that serves it (None when the model host does not say)."""
 
     calls: int = 0
     errors: int = 0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    backend: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ModelFigures:
@@ -283,6 +288,7 @@ class ModelFigures(_Record):
             errors=int(data["errors"]),
             p50_ms=float(data["p50_ms"]),
             p99_ms=float(data["p99_ms"]),
+            backend=data["backend"],
         )
 
 
@@ -334,6 +340,8 @@ class BootFigures(_Record):
         cameras: per camera node (none before the first boot).
         models: per model node (none before the first boot).
         hdmi: the HDMI output; None when the app has none (or nothing was shown or asked of it yet).
+        aws: the boot's AWS endpoint as it reports itself (``mode``; with ``local`` also ``cloudwatch``, the
+            metrics the app put); None with ``aws="none"``.
     """
 
     boots: int
@@ -344,6 +352,7 @@ class BootFigures(_Record):
     cameras: Mapping[str, CameraFigures] = field(default_factory=dict)
     models: Mapping[str, ModelFigures] = field(default_factory=dict)
     hdmi: HdmiFigures | None = None
+    aws: Mapping[str, Any] | None = None
 
     @property
     def dropped_frames(self) -> int:
@@ -368,4 +377,5 @@ class BootFigures(_Record):
             cameras={name: CameraFigures.from_json(camera) for name, camera in data["cameras"].items()},
             models={name: ModelFigures.from_json(model) for name, model in data["models"].items()},
             hdmi=HdmiFigures.from_json(hdmi) if hdmi is not None else None,
+            aws=data["aws"],
         )

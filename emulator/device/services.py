@@ -23,6 +23,7 @@ from emulator.plan import AppPlan, CodeNodePlan, ModelPlan
 from emulator.project import Project
 
 if TYPE_CHECKING:
+    from emulator.device.aws import AwsEndpoint
     from emulator.device.runtime_link import BootRuntime
 
 __all__ = ["CONSOLE_OUTPUT", "BootPlace", "Echo", "base_env", "deploy_assets", "node_service"]
@@ -150,6 +151,7 @@ def node_service(
     runtime: BootRuntime,
     launcher: ProcessLauncher,
     overlays: tuple[tuple[Path, str], ...] = (),
+    aws: AwsEndpoint | None = None,
 ) -> Service:
     """A code node as a supervised service: each start launches its sandbox afresh.
 
@@ -162,6 +164,7 @@ def node_service(
         runtime: this boot's runtime (the bridge's environment for the node, the SDK).
         launcher: starts sandboxes.
         overlays: ``(host path, image path)`` read-only binds laid over the root filesystem.
+        aws: this boot's AWS endpoint (its environment and gate for the app), if any.
 
     Returns:
         The service; its output goes to the node's ``console_output``.
@@ -183,6 +186,9 @@ def node_service(
     )
     descriptor = node.descriptor
     command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
+    if aws is not None:
+        env.update(aws.app_env())
+        command = aws.gate(command, rootfs, env["PATH"])
     logs_dir = place.store.logs_dir(place.app, node.name)
     spec = SandboxSpec(
         rootfs=rootfs,
