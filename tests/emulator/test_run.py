@@ -13,8 +13,8 @@ from emulator.run import default_mode, run_application
 
 NODE = "boot_counter_node"
 SUMMARY_KEYS = {
-    "app", "boots", "cameras", "device", "dropped_frames", "emulated", "end", "exit_codes", "frames", "mode",
-    "models", "nodes", "paths", "restarts", "seconds",
+    "app", "aws", "boots", "cameras", "device", "dropped_frames", "emulated", "end", "exit_codes", "frames",
+    "mode", "models", "nodes", "paths", "restarts", "seconds",
 }  # fmt: skip
 NODE_KEYS = {
     "arch", "dropped", "emulated", "exit_codes", "fps", "frames_in", "frames_out", "latency_ms",

@@ -89,7 +89,9 @@ def test_to_json_is_plain_json_and_from_json_reads_it_back(record: BootFigures |
 
 def test_the_json_keeps_the_shape_the_faces_show() -> None:
     data = boot_figures().to_json()
-    assert sorted(data) == ["boots", "cameras", "frames_out", "hdmi", "mode", "models", "nodes", "uptime_s"]
+    assert sorted(data) == [
+        "aws", "boots", "cameras", "frames_out", "hdmi", "mode", "models", "nodes", "uptime_s",
+    ]  # fmt: skip
     node = data["nodes"]["code_node"]
     assert node["latency_ms"] == {"p50": 3.25, "p99": 7.5} and node["exit_codes"] == [137]
     # Every key the bridge gives for a node and a camera is there, under the same name.
