@@ -140,7 +140,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str, str]] = [
         "a structured dtype",
         {"model": "conv_node", "inputs": [{**SPEC, "dtype": "<i4,<i4"}]},
         P.ERR_MODEL,
-        "node conv_node: input 'data' is a [('f0', '<i4'), ('f1', '<i4')] array; the model needs numbers",
+        "node conv_node: input 'data' is a |V8 array; the model needs numbers",
     ),
     (
         "an input past the end of the file",
