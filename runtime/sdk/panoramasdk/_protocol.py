@@ -317,7 +317,7 @@ def parse_spec(spec):
 
 
 def arrays_from_tail(specs, tail):
-    """Rebuild arrays sent with :func:`array_specs` / :func:`tail_buffers` (views on ``tail``, no copy).
+    """Rebuild arrays sent with :func:`tail_buffers` (views on ``tail``, no copy).
 
     Args:
         specs: the header's array specs.

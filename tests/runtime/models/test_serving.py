@@ -125,6 +125,18 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str, str]] = [
         "bad inputs for model node conv_node: bad array spec: negative dimension -32",
     ),
     (
+        "a shape of fractions",
+        {"model": "conv_node", "inputs": [{**SPEC, "shape": [1, 3, 32.5, 32]}]},
+        P.ERR_VALUE,
+        "bad inputs for model node conv_node: bad array spec: the shape is not a list of integers",
+    ),
+    (
+        "a shape that is a string",
+        {"model": "conv_node", "inputs": [{**SPEC, "shape": "1332"}]},
+        P.ERR_VALUE,
+        "bad inputs for model node conv_node: bad array spec: the shape is not a list of integers",
+    ),
+    (
         "no name",
         {"model": "conv_node", "inputs": [{**SPEC, "name": 7}]},
         P.ERR_VALUE,
