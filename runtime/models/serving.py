@@ -145,7 +145,8 @@ def answer(models: Mapping[str, LoadedModel], request: bytes, buffer: SharedBuff
     try:
         _, node, size, inputs = pickle.loads(request)
         buffer.follow(size)
-        reply = ("ok", buffer.size, run_call(models[node], buffer, inputs))
+        outputs = run_call(models[node], buffer, inputs)
+        reply = ("ok", buffer.size, outputs)  # the size after the outputs grew the memory
     except BaseException as error:
         reply = ("error", one_line(error, named=True))
     return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
