@@ -433,9 +433,15 @@ def place(arrays, start=0):
     slots = []
     end = start
     for name, dtype, shape in arrays:
-        slot = ArraySlot(name, np.dtype(dtype).str, tuple(int(dim) for dim in shape), align(end))
-        slots.append(slot)
-        end = slot.end
+        dtype = np.dtype(dtype)
+        if type(shape) is not tuple:
+            shape = tuple(int(dim) for dim in shape)
+        offset = (end + ALIGN - 1) // ALIGN * ALIGN
+        count = 1
+        for dim in shape:
+            count *= dim
+        slots.append(ArraySlot(name, dtype.str, shape, offset))
+        end = offset + count * dtype.itemsize
     return slots, end
 
 
