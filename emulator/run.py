@@ -90,7 +90,8 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
-        restarts, exit codes), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
+        restarts, exit codes, arch, emulated), ``emulated`` (node -> CPU, for the nodes that ran through
+        qemu-user), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
         ``paths`` (storage, logs per node, last HDMI frame).
     """
     status = appliance.status()
@@ -109,6 +110,8 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
             "model_calls": figures.get("model_calls", 0),
             "restarts": state.get("restarts", 0),
             "exit_codes": state.get("exit_codes", []),
+            "arch": state.get("arch"),
+            "emulated": bool(state.get("emulated")),
         }
     last_frame = _last_hdmi_frame(appliance)
     return {
@@ -124,6 +127,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
         "dropped_frames": sum(int(node["dropped"] or 0) for node in nodes.values()),
         "restarts": sum(int(node["restarts"] or 0) for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},
+        "emulated": {name: node["arch"] for name, node in nodes.items() if node["emulated"]},
         "paths": {
             "storage": str(appliance.storage_path),
             "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},
