@@ -14,11 +14,12 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
 from emulator.errors import ModelError
+from runtime.models.base import Backend, ModelSpec
 from runtime.models.dispatch import Dispatcher
 from runtime.models.protocol import SharedBuffer
 from runtime.models.serving import AppChannel, LoadedModel
@@ -35,20 +36,30 @@ class _Declared:
         self.inputs: tuple[tuple[str, tuple[int, ...] | None], ...] = tuple((name, None) for name in names)
 
 
-class _Function:
+class _Function(Backend):
     """A function as the model server calls a backend; records each call."""
 
-    thread_safe = True
-    notes: tuple[str, ...] = ()
+    name = "fake"
+    package = "numpy"
+    requirement = "numpy"
 
-    def __init__(self, node: str, function: ModelFunction, calls: list[tuple[str, dict[str, np.ndarray]]]):
-        self.node = node
+    def __init__(
+        self,
+        node: str,
+        names: Sequence[str],
+        function: ModelFunction,
+        calls: list[tuple[str, dict[str, np.ndarray]]],
+    ) -> None:
+        super().__init__(ModelSpec(node, Path(node), self.name, "FAKE", None, tuple((n, ()) for n in names)))
         self.function = function
         self.calls = calls
-        self.input_dtypes: dict[str, np.dtype[Any]] = {}
+
+    @classmethod
+    def find(cls, model_path: Path) -> list[Path]:
+        return []
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]:
-        self.calls.append((self.node, {name: np.array(value) for name, value in inputs.items()}))
+        self.calls.append((self.spec.node, {name: np.array(value) for name, value in inputs.items()}))
         return tuple(self.function(inputs))
 
 
@@ -68,9 +79,11 @@ class FakeModels:
         inputs: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
-        self._models = {node: LoadedModel(_Function(node, fn, self.calls)) for node, fn in functions.items()}
-        declared = dict(inputs or {})
-        self._specs = {node: _Declared(declared.get(node, ("data",))) for node in functions}
+        names = {node: tuple((inputs or {}).get(node, ("data",))) for node in functions}
+        self._models = {
+            node: LoadedModel(_Function(node, names[node], fn, self.calls)) for node, fn in functions.items()
+        }
+        self._specs = {node: _Declared(names[node]) for node in functions}
         self._nodes = Tally(max(len(functions), 1))
         self._dispatcher: Dispatcher | None = None
         self._lock = threading.Lock()

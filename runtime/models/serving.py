@@ -20,35 +20,20 @@ import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from emulator.errors import ModelError, one_line
-from runtime.models.base import ModelSpec, backend_class
+from runtime.models.base import Backend, ModelSpec, backend_class
 from runtime.models.checks import check_placed
 from runtime.models.protocol import SharedBuffer
 from runtime.models.tally import Tally
 from runtime.sdk.panoramasdk import _protocol as P
 
-__all__ = ["AppChannel", "Declared", "LoadedModel", "Runner", "answer", "load_model", "run_call"]
+__all__ = ["AppChannel", "Declared", "LoadedModel", "answer", "load_model", "run_call"]
 
 _F32 = np.dtype(np.float32)
-
-
-class Runner(Protocol):
-    """What the server calls: a loaded :class:`~runtime.models.base.Backend` (or a test double)."""
-
-    @property
-    def input_dtypes(self) -> Mapping[str, np.dtype[Any]]: ...
-
-    @property
-    def thread_safe(self) -> bool: ...
-
-    @property
-    def notes(self) -> Sequence[str]: ...
-
-    def run(self, inputs: Mapping[str, np.ndarray]) -> Sequence[np.ndarray]: ...
 
 
 class Declared(Protocol):
@@ -65,7 +50,7 @@ class LoadedModel:
         backend: the loaded backend.
     """
 
-    def __init__(self, backend: Runner) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.dtypes = backend.input_dtypes
         self.lock: AbstractContextManager[object] = nullcontext() if backend.thread_safe else threading.Lock()
