@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
-from emulator.device.network import PortForwarder, Route, open_routes
+from emulator.device.network import PortForwarder, Route, open_routes, routed_ports
 from emulator.device.sandbox import (
     DEFAULT_PATH,
+    NETWORKS,
     SDK_MOUNT,
     BwrapLauncher,
     LaunchedProcess,
@@ -46,7 +47,6 @@ __all__ = ["MODES", "NETWORKS", "Appliance"]
 log = logging.getLogger(__name__)
 
 MODES = ("lockstep", "realtime")
-NETWORKS = ("host", "none")
 CONSOLE_OUTPUT = "console_output"
 
 
@@ -96,7 +96,8 @@ class Appliance:
         cameras: camera node -> source (``synthetic``, a video file, a folder of images, a stream URL);
             cameras not named get ``synthetic``.
         mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
-        network: ``host`` (the app shares the host's network) or ``none`` (loopback only).
+        network: ``app`` (each app has a network namespace of its own with a way out, as on a device),
+            ``host`` (the apps share the host's network) or ``none`` (loopback only).
         hdmi_out: a folder where the HDMI sink keeps ``last.png``.
         hdmi_record: an MP4 file that records every screen the HDMI output shows.
         quiet: do not echo app output to the terminal (it still goes to ``console_output``).
@@ -124,7 +125,7 @@ class Appliance:
         override: str | Path | None = None,
         cameras: Mapping[str, str] | None = None,
         mode: str = "lockstep",
-        network: str = "host",
+        network: str = "app",
         hdmi_out: str | Path | None = None,
         hdmi_record: str | Path | None = None,
         quiet: bool = False,
@@ -138,7 +139,7 @@ class Appliance:
         if mode not in MODES:
             raise DeviceError(f"mode must be lockstep or realtime, not {mode!r}")
         if network not in NETWORKS:
-            raise DeviceError(f"network must be host or none, not {network!r}")
+            raise DeviceError(f"network must be app, host or none, not {network!r}")
         if not (quiet_timeout >= 0 and math.isfinite(quiet_timeout)):
             raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {quiet_timeout}")
         self.project = Project(Path(project_dir))
@@ -607,6 +608,7 @@ class Appliance:
             network=self.network,
             user_namespace=unprivileged,
             ro_files=ro_files,
+            inbound_ports=routed_ports(node),
         )
 
         def launch() -> LaunchedProcess:
