@@ -20,9 +20,11 @@ from emulator.errors import (
 
 if _typing.TYPE_CHECKING:
     from emulator.device.appliance import Appliance
+    from emulator.device.options import ApplianceOptions
 
 __all__ = [
     "Appliance",
+    "ApplianceOptions",
     "AssetError",
     "BuildError",
     "DeviceError",
@@ -39,9 +41,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> _typing.Any:
-    # The appliance pulls in the device and runtime modules: import it on first use only.
+    # The appliance pulls in the device and runtime modules: import them on first use only.
     if name == "Appliance":
         from emulator.device.appliance import Appliance
 
         return Appliance
+    if name == "ApplianceOptions":
+        from emulator.device.options import ApplianceOptions
+
+        return ApplianceOptions
     raise AttributeError(f"module 'emulator' has no attribute {name!r}")

@@ -226,10 +226,10 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--summary-json", help="Write the run's figures to this file.")
 @click.option(
     "--network",
-    type=click.Choice(["host", "none"]),
-    default="host",
+    type=click.Choice(["app", "host", "none"]),
+    default="app",
     show_default=True,
-    help="Share the host's network with the app, or give it none.",
+    help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
 )
 @click.option(
     "--quiet-timeout",
@@ -267,11 +267,23 @@ def run_command(
     import signal
     from pathlib import Path
 
-    from emulator.device.run import run_application
+    from emulator.device.options import ApplianceOptions
+    from emulator.run import default_mode, run_application
 
     if frames is not None and duration is not None:
         raise click.UsageError("give --frames or --duration, not both")
-    cameras = _camera_specs(camera)
+    options = ApplianceOptions(
+        device=device,
+        state_dir=Path(state_dir) if state_dir else None,
+        graph=Path(graph) if graph else None,
+        override=Path(override) if override else None,
+        cameras=_camera_specs(camera),
+        mode=mode or default_mode(frames),
+        network=network,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_record=Path(hdmi_record) if hdmi_record else None,
+        quiet_timeout=quiet_timeout,
+    )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
     def interrupted(number: int, frame: object) -> None:
@@ -280,19 +292,10 @@ def run_command(
     signal.signal(signal.SIGTERM, interrupted)
     summary = run_application(
         Path(project_dir),
-        graph=Path(graph) if graph else None,
-        override=Path(override) if override else None,
-        cameras=cameras,
+        options,
         frames=frames,
         duration=duration,
-        mode=mode,
-        device=device,
-        state_dir=Path(state_dir) if state_dir else None,
-        hdmi_out=Path(hdmi_out) if hdmi_out else None,
-        hdmi_record=Path(hdmi_record) if hdmi_record else None,
         summary_json=Path(summary_json) if summary_json else None,
-        network=network,
-        quiet_timeout=quiet_timeout,
         build=build,
         say=lambda line: err_console.print(line, markup=False, highlight=False),
     )
@@ -419,13 +422,19 @@ def serve_command(
     from pathlib import Path
 
     from emulator.api import ApplianceManager, bind_socket, check_bind, run_server
+    from emulator.device.options import ApplianceOptions
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    options = ApplianceOptions(
+        device=device,
+        state_dir=Path(state_dir) if state_dir else None,
+        cameras=_camera_specs(camera),
+        mode=mode,
+        quiet=True,
+    )
     check_bind(host, token)
     sock = bind_socket(host, port)
-    cameras = _camera_specs(camera)
-    state = Path(state_dir) if state_dir else None
-    manager = ApplianceManager(device=device, state_dir=state, cameras=cameras, mode=mode)
+    manager = ApplianceManager(options)
     project = Path(project_dir) if project_dir else Path.cwd()
     if project_dir or ((project / "graphs").is_dir() and (project / "packages").is_dir()):
         err_console.print(f"booting {project.resolve()} on device {device}", markup=False, highlight=False)

@@ -20,12 +20,16 @@ Options (each with an ini equivalent, and each knob an overridable fixture)::
     --panorama-no-build             panorama_build        do not build missing container assets
     --panorama-timeout SECONDS      panorama_timeout      default wait of run_frames and wait_until (120)
 
+The knobs (and ``panorama_appliance_options``, a dict of more fields such as ``{"network": "none"}``) make
+one ``emulator.ApplianceOptions``, the fixture ``panorama_options``, that the app boots with.
+
 Every test gets a freshly booted app with empty storage and logs (``panorama_fresh_storage``); the device's
 root filesystems stay cached for the whole session, so each boot takes about a second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -38,6 +42,7 @@ import pytest
 
 if TYPE_CHECKING:
     from emulator.device.appliance import Appliance
+    from emulator.device.options import ApplianceOptions
     from runtime.media.hdmi import HdmiSink
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "panorama_fresh_storage",
     "panorama_graph",
     "panorama_mode",
+    "panorama_options",
     "panorama_override",
     "panorama_project_dir",
     "panorama_state_dir",
@@ -220,8 +226,36 @@ def panorama_fresh_storage() -> bool:
 
 @pytest.fixture
 def panorama_appliance_options() -> dict[str, Any]:
-    """More ``emulator.Appliance`` keyword arguments, such as ``{"network": "none"}``."""
+    """More ``emulator.ApplianceOptions`` fields, such as ``{"network": "none"}``."""
     return {}
+
+
+@pytest.fixture
+def panorama_options(
+    panorama_cameras: dict[str, str],
+    panorama_device: str,
+    panorama_mode: str,
+    panorama_state_dir: Path,
+    panorama_graph: Path | None,
+    panorama_override: Path | None,
+    panorama_appliance_options: dict[str, Any],
+) -> ApplianceOptions:
+    """The ``emulator.ApplianceOptions`` the app boots with, made of the knobs above (app output quiet)."""
+    from emulator.device.options import ApplianceOptions
+    from emulator.errors import EmulatorError
+
+    try:
+        return ApplianceOptions(
+            device=panorama_device,
+            state_dir=panorama_state_dir,
+            graph=panorama_graph,
+            override=panorama_override,
+            cameras=panorama_cameras,
+            mode=panorama_mode,
+            quiet=True,
+        ).changed(**panorama_appliance_options)
+    except EmulatorError as error:
+        pytest.fail(f"bad appliance options: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -416,8 +450,8 @@ def _build_once(config: pytest.Config, project: Path, graph: Path | None) -> Non
     built = config.stash.setdefault(_BUILT, set())
     if (project, graph) in built:
         return
-    from emulator.device.run import build_missing_assets
     from emulator.errors import EmulatorError
+    from emulator.run import build_missing_assets
 
     try:
         build_missing_assets(project, graph)
@@ -440,47 +474,29 @@ def _empty(folder: Path) -> None:
 def panorama_app(
     request: pytest.FixtureRequest,
     panorama_project_dir: Path,
-    panorama_cameras: dict[str, str],
-    panorama_device: str,
-    panorama_mode: str,
-    panorama_state_dir: Path,
-    panorama_graph: Path | None,
-    panorama_override: Path | None,
+    panorama_options: ApplianceOptions,
     panorama_build: bool,
     panorama_timeout: float,
     panorama_fresh_storage: bool,
-    panorama_appliance_options: dict[str, Any],
 ) -> Iterator[PanoramaApp]:
     """The app, built if needed and booted; shut down after the test."""
     from emulator.device.appliance import Appliance
     from emulator.errors import EmulatorError
 
     if panorama_build:
-        _build_once(request.config, panorama_project_dir, panorama_graph)
-    try:
-        appliance = Appliance(
-            panorama_project_dir,
-            device=panorama_device,
-            state_dir=panorama_state_dir,
-            graph=panorama_graph,
-            override=panorama_override,
-            cameras=panorama_cameras or None,
-            mode=panorama_mode,
-            quiet=True,
-            **panorama_appliance_options,
-        )
-        if panorama_fresh_storage:
-            _empty(appliance.storage_path)
-            for node in appliance.plan.code_nodes:
-                _empty(appliance.logs_path(node.name))
-        app = PanoramaApp(appliance, timeout=panorama_timeout)
-        appliance.boot()
-    except EmulatorError as error:
-        pytest.fail(f"the app did not boot: {error}", pytrace=False)
-    try:
+        _build_once(request.config, panorama_project_dir, panorama_options.graph)
+    with contextlib.ExitStack() as stack:
+        try:
+            appliance = Appliance(panorama_project_dir, panorama_options)
+            if panorama_fresh_storage:
+                _empty(appliance.storage_path)
+                for node in appliance.plan.code_nodes:
+                    _empty(appliance.logs_path(node.name))
+            app = PanoramaApp(appliance, timeout=panorama_timeout)
+            stack.enter_context(appliance)
+        except EmulatorError as error:
+            pytest.fail(f"the app did not boot: {error}", pytrace=False)
         yield app
-    finally:
-        appliance.close()
 
 
 # --- reporting ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def built_sample(sample: str) -> Iterator[Path]:
 
     try:
         from emulator.builder import ensure_base_image
-        from emulator.device.run import build_missing_assets
+        from emulator.run import build_missing_assets
 
         ensure_base_image(console=Console(file=io.StringIO()))
     except Exception as error:  # no engine here: the tests that need the asset cannot run

@@ -1,8 +1,9 @@
 """The local device API: an HTTP API and web console over one emulated appliance.
 
+    from emulator import ApplianceOptions
     from emulator.api import ApplianceManager, create_app, run_server
 
-    manager = ApplianceManager(device="dev")
+    manager = ApplianceManager(ApplianceOptions(device="dev"))
     manager.deploy_project(Path("sample-apps/people-counter"))
     run_server(manager, host="127.0.0.1", port=8123)
 

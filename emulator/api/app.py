@@ -1,6 +1,6 @@
 """The device API: a FastAPI application over one :class:`~emulator.api.manager.ApplianceManager`.
 
-    app = create_app(ApplianceManager(device="dev"), token="s3cret")
+    app = create_app(ApplianceManager(ApplianceOptions(device="dev")), token="s3cret")
 
 Every ``EmulatorError`` becomes ``{"detail": "<one line>"}`` with a 4xx or 503 status
 (:func:`emulator.api.errors.http_status`); anything unexpected is logged here and answered 500 with a

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from emulator.device.options import ApplianceOptions
 from emulator.errors import ProjectError
 from runtime.media.hdmi import HdmiSink
 
@@ -74,12 +75,11 @@ class DeviceLike(Protocol):
     def resume_camera(self, name: str) -> None: ...
 
 
-ApplianceFactory = Callable[..., DeviceLike]
-"""Makes a device: called as ``factory(project_dir, device=, state_dir=, graph=, override=, cameras=, mode=,
-quiet=True)`` like ``emulator.Appliance``."""
+ApplianceFactory = Callable[[Path, ApplianceOptions], DeviceLike]
+"""Makes a device: called as ``factory(project_dir, options)`` like ``emulator.Appliance``."""
 
 
-def make_appliance(project_dir: Path, **options: Any) -> DeviceLike:
+def make_appliance(project_dir: Path, options: ApplianceOptions) -> DeviceLike:
     """Make an ``emulator.Appliance`` (the default :data:`ApplianceFactory`).
 
     Raises:
@@ -87,7 +87,7 @@ def make_appliance(project_dir: Path, **options: Any) -> DeviceLike:
     """
     from emulator.device.appliance import Appliance
 
-    device: DeviceLike = Appliance(project_dir, **options)
+    device: DeviceLike = Appliance(project_dir, options)
     return device
 
 

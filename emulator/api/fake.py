@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from emulator.device.options import ApplianceOptions
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError
 from emulator.manifests import load_graph
@@ -36,12 +37,9 @@ class FakeAppliance:
 
     Args:
         project_dir: a panorama-cli project (its graph gives the node names).
-        device: the device name.
-        state_dir: the state directory (None: the default one).
-        graph: a graph file other than the only ``graphs/*/graph.json``.
-        cameras: camera sources by node name (only recorded).
+        options: as for ``Appliance``; the device name, state directory, graph and cameras (only recorded)
+            are used, the rest is ignored.
         frame_interval: seconds between two frames.
-        options: the other ``Appliance`` options, accepted and ignored.
 
     Raises:
         ProjectError, ManifestError: the project or its graph is not usable.
@@ -50,16 +48,13 @@ class FakeAppliance:
     def __init__(
         self,
         project_dir: Path,
+        options: ApplianceOptions | None = None,
         *,
-        device: str = "default",
-        state_dir: Path | None = None,
-        graph: Path | None = None,
-        cameras: dict[str, str] | None = None,
         frame_interval: float = 0.05,
-        **options: Any,
     ) -> None:
+        options = options or ApplianceOptions()
         project = Project(Path(project_dir))
-        graph_path = project.graph_path(graph)
+        graph_path = project.graph_path(options.graph)
         self.app = project.app_name(graph_path)
         nodes = load_graph(graph_path).nodes
         self.camera_names = [node.name for node in nodes if node.interface.startswith(_CAMERA)]
@@ -69,12 +64,12 @@ class FakeAppliance:
             for node in nodes
             if node.interface not in _VALUE and not node.interface.startswith(("panorama::",))
         ]
-        self.cameras = {name: (cameras or {}).get(name, "synthetic") for name in self.camera_names}
-        self.store = DeviceStore(state_dir, device)
+        self.cameras = {name: options.cameras.get(name, "synthetic") for name in self.camera_names}
+        self.store = DeviceStore(options.state_dir, options.device)
         self.storage_path = self.store.storage_dir(self.app)
         self.temp_path = self.store.root / "fake-tmp"
         self.hdmi: HdmiSink | None = HdmiSink((320, 180)) if has_hdmi else None
-        self.device = device
+        self.device = options.device
         self.frame_interval = frame_interval
         self.options = options
         self._paused: set[str] = set()

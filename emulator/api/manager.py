@@ -33,6 +33,7 @@ from emulator.api.device import (
 from emulator.api.errors import NotFoundError
 from emulator.api.logs import LogFollower, log_file, log_files, tail_file, tail_lines
 from emulator.api.storage import StorageEntry, list_storage, storage_file
+from emulator.device.options import ApplianceOptions
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError, EmulatorError, ProjectError
 from runtime.media.hdmi import HdmiSink
@@ -63,10 +64,9 @@ class ApplianceManager:
     """One emulated device and the application deployed on it; safe to use from several threads.
 
     Args:
-        device: the device name (its folder under ``state_dir/devices/``).
-        state_dir: the state directory (None: the default one).
-        cameras: camera sources by camera node name, used for every deployment (``synthetic`` otherwise).
-        mode: ``realtime`` (cameras at their frame rate, as on a device) or ``lockstep``.
+        options: how every deployment runs (device name, state directory, cameras, mode ...); a deployment's
+            own graph and override replace those, and apps never print to the terminal. Default: realtime
+            cameras (as on a device), everything else as ``ApplianceOptions()``.
         factory: makes the device of a deployment (``emulator.Appliance`` by default).
         bundle_limits: bounds on uploaded bundles.
 
@@ -76,18 +76,14 @@ class ApplianceManager:
 
     def __init__(
         self,
+        options: ApplianceOptions | None = None,
         *,
-        device: str = "default",
-        state_dir: Path | None = None,
-        cameras: Mapping[str, str] | None = None,
-        mode: str = "realtime",
         factory: ApplianceFactory | None = None,
         bundle_limits: BundleLimits | None = None,
     ) -> None:
-        self.store = DeviceStore(state_dir, device)
-        self.device_name = device
-        self.cameras = dict(cameras or {})
-        self.mode = mode
+        self.options = options if options is not None else ApplianceOptions(mode="realtime")
+        self.store = DeviceStore(self.options.state_dir, self.options.device)
+        self.device_name = self.options.device
         self.bundle_limits = bundle_limits or BundleLimits()
         self._factory = factory or make_appliance
         self._lock = threading.RLock()
@@ -163,16 +159,10 @@ class ApplianceManager:
             raise ProjectError("no such project folder on this machine", file=str(project))
         with self._lock:
             # Made before the running app is torn down: a project that cannot be planned leaves it running.
-            device = self._factory(
-                root,
-                device=self.device_name,
-                state_dir=self.store.state_dir,
-                graph=graph,
-                override=override,
-                cameras=self.cameras or None,
-                mode=self.mode,
-                quiet=True,
+            options = self.options.changed(
+                state_dir=self.store.state_dir, graph=graph, override=override, quiet=True
             )
+            device = self._factory(root, options)
             self._teardown()
             stack = contextlib.ExitStack()
             stack.enter_context(_entered(device))

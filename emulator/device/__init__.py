@@ -5,6 +5,7 @@ Public names are re-exported here; each module keeps its own ``__all__`` (extend
 
 from emulator.device.appliance import Appliance
 from emulator.device.network import PortForwarder
+from emulator.device.options import ApplianceOptions
 from emulator.device.rootfs import MOUNT_POINTS, UnpackLimits, is_unpacked, remove_tree, unpack_asset
 from emulator.device.sandbox import BwrapLauncher, SandboxSpec, build_argv
 from emulator.device.store import DeviceStore, default_state_dir, sha256_file
@@ -13,6 +14,7 @@ from emulator.device.supervisor import Backoff, Supervisor
 __all__ = [
     "MOUNT_POINTS",
     "Appliance",
+    "ApplianceOptions",
     "Backoff",
     "BwrapLauncher",
     "DeviceStore",

@@ -9,7 +9,6 @@ restarted with backoff when it ends. Storage and logs stay from one boot to the 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import threading
@@ -23,9 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.network import PortForwarder, Route, open_routes, routed_ports
+from emulator.device.options import ApplianceOptions
 from emulator.device.sandbox import (
     DEFAULT_PATH,
-    NETWORKS,
     SDK_MOUNT,
     BwrapLauncher,
     LaunchedProcess,
@@ -34,7 +33,7 @@ from emulator.device.sandbox import (
     check_user_namespaces,
 )
 from emulator.device.store import DeviceStore
-from emulator.device.supervisor import Backoff, Service, Supervisor, read_rotated
+from emulator.device.supervisor import Service, Supervisor, read_rotated
 from emulator.errors import AssetError, DeviceError, EmulatorError, ProjectError
 from emulator.plan import AppPlan, CodeNodePlan, ModelPlan, plan_application
 from emulator.project import Project
@@ -42,11 +41,10 @@ from emulator.project import Project
 if TYPE_CHECKING:
     from emulator.device.runtime_link import BootRuntime, QuietPoint
 
-__all__ = ["MODES", "NETWORKS", "Appliance"]
+__all__ = ["Appliance"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("lockstep", "realtime")
 CONSOLE_OUTPUT = "console_output"
 
 
@@ -89,27 +87,15 @@ class Appliance:
 
     Args:
         project_dir: the panorama-cli project (the folder holding ``graphs/``, ``packages/``, ``assets/``).
-        device: the device name; its state lives in ``<state_dir>/devices/<device>``.
-        state_dir: the state directory (default: ``$PANORAMA_EMULATOR_HOME`` or the user's data directory).
-        graph: the graph file (default: the project's only ``graphs/*/graph.json``).
-        override: an ``override.json`` to apply.
-        cameras: camera node -> source (``synthetic``, a video file, a folder of images, a stream URL);
-            cameras not named get ``synthetic``.
-        mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
-        network: ``app`` (each app has a network namespace of its own with a way out, as on a device),
-            ``host`` (the apps share the host's network) or ``none`` (loopback only).
-        hdmi_out: a folder where the HDMI sink keeps ``last.png``.
-        hdmi_record: an MP4 file that records every screen the HDMI output shows.
-        quiet: do not echo app output to the terminal (it still goes to ``console_output``).
-        grace_period: seconds between SIGTERM and SIGKILL at shutdown.
-        quiet_timeout: in lockstep, the most seconds ``wait_for_frames`` waits after the last frame for every
-            app to come back to ``get()`` (or exit) before it returns anyway.
-        backoff: restart policy for nodes that end.
-        inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
+        options: how the appliance runs (device, state directory, cameras, mode, network ...; see
+            :class:`ApplianceOptions`); default ``ApplianceOptions()``.
         on_line: called with (node, line) for every line the apps print, whether quiet or not.
         launcher: starts sandboxes (default: bubblewrap).
+        changes: fields of ``ApplianceOptions`` given as keywords (``device="dev", cameras={...}``); they
+            replace those of ``options``.
 
     Raises:
+        TypeError: a keyword is not a field of ``ApplianceOptions``.
         ProjectError: the project, graph or a package is missing or unusable.
         ManifestError: a manifest is invalid (every problem listed).
         DeviceError: a bad device name, mode, network or camera node.
@@ -118,58 +104,29 @@ class Appliance:
     def __init__(
         self,
         project_dir: str | Path,
+        options: ApplianceOptions | None = None,
         *,
-        device: str = "default",
-        state_dir: str | Path | None = None,
-        graph: str | Path | None = None,
-        override: str | Path | None = None,
-        cameras: Mapping[str, str] | None = None,
-        mode: str = "lockstep",
-        network: str = "app",
-        hdmi_out: str | Path | None = None,
-        hdmi_record: str | Path | None = None,
-        quiet: bool = False,
-        grace_period: float = 3.0,
-        quiet_timeout: float = 10.0,
-        backoff: Backoff | None = None,
-        inbound_host: str = "127.0.0.1",
         on_line: Callable[[str, str], None] | None = None,
         launcher: ProcessLauncher | None = None,
+        **changes: Any,
     ) -> None:
-        if mode not in MODES:
-            raise DeviceError(f"mode must be lockstep or realtime, not {mode!r}")
-        if network not in NETWORKS:
-            raise DeviceError(f"network must be app, host or none, not {network!r}")
-        if not (quiet_timeout >= 0 and math.isfinite(quiet_timeout)):
-            raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {quiet_timeout}")
+        self.options = (options or ApplianceOptions()).changed(**changes)
+        options = self.options
         self.project = Project(Path(project_dir))
-        self.plan: AppPlan = plan_application(
-            self.project,
-            Path(graph) if graph is not None else None,
-            Path(override) if override is not None else None,
-        )
-        self.store = DeviceStore(Path(state_dir) if state_dir is not None else None, device)
+        self.plan: AppPlan = plan_application(self.project, options.graph, options.override)
+        self.store = DeviceStore(options.state_dir, options.device)
         camera_names = {camera.name for camera in self.plan.cameras}
-        for name in cameras or {}:
+        for name in options.cameras:
             if name not in camera_names:
                 known = ", ".join(sorted(camera_names)) or "none"
                 raise DeviceError(f"no camera node {name!r} in the application (camera nodes: {known})")
-        given = dict(cameras or {})
-        self.cameras = {camera.name: given.get(camera.name, "synthetic") for camera in self.plan.cameras}
-        self.device = device
-        self.mode = mode
-        self.network = network
-        self.quiet = quiet
-        self.grace_period = grace_period
-        self.quiet_timeout = quiet_timeout
+        self.cameras = {
+            camera.name: options.cameras.get(camera.name, "synthetic") for camera in self.plan.cameras
+        }
         self.quiet_point: QuietPoint | None = None
         """How the last lockstep ``wait_for_frames`` of this boot ended (None before one)."""
-        self.backoff = backoff or Backoff()
-        self.inbound_host = inbound_host
-        self.hdmi_out = Path(hdmi_out) if hdmi_out is not None else None
-        self.hdmi_record = Path(hdmi_record) if hdmi_record is not None else None
         self._launcher = launcher
-        self._echo = _Echo(None if quiet else sys.stdout, on_line)
+        self._echo = _Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
         self._hdmi: Any = None
         self._hdmi_made = False
@@ -177,6 +134,21 @@ class Appliance:
         self._last: _Boot | None = None
         self._uptime_last = 0.0
         self._lock = threading.RLock()
+
+    @property
+    def device(self) -> str:
+        """The device name."""
+        return self.options.device
+
+    @property
+    def mode(self) -> str:
+        """``lockstep`` or ``realtime``."""
+        return self.options.mode
+
+    @property
+    def network(self) -> str:
+        """``host`` or ``none``."""
+        return self.options.network
 
     # --- context manager ---------------------------------------------------------------------------------
 
@@ -236,7 +208,7 @@ class Appliance:
             self._hdmi_made = True
             from runtime.media.hdmi import HdmiSink
 
-            self._hdmi = HdmiSink(out_dir=self.hdmi_out, record=self.hdmi_record)
+            self._hdmi = HdmiSink(out_dir=self.options.hdmi_out, record=self.options.hdmi_record)
         return self._hdmi
 
     @property
@@ -270,7 +242,7 @@ class Appliance:
             self.store.install_asset(
                 self.project.asset_path(node.asset_uri), self.project.asset_path(node.descriptor_uri)
             )
-            rootfs = self.store.rootfs(node.asset_uri, progress=not self.quiet)
+            rootfs = self.store.rootfs(node.asset_uri, progress=not self.options.quiet)
             search_path = self._base_env(node)["PATH"]
             arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
             unpacked[node.name] = rootfs
@@ -280,7 +252,9 @@ class Appliance:
                     self._model_file(model, model.asset_uri), self._model_file(model, model.descriptor_uri)
                 )
                 # A model asset is files only: no mount points for a sandbox.
-                model_dir = self.store.rootfs(model.asset_uri, progress=not self.quiet, mount_points=())
+                model_dir = self.store.rootfs(
+                    model.asset_uri, progress=not self.options.quiet, mount_points=()
+                )
                 unpacked[model.name] = model_dir
             except AssetError as error:
                 error.node = error.node or model.name
@@ -349,13 +323,13 @@ class Appliance:
                     if node.starts_at_boot
                 ]
                 supervisor = Supervisor(
-                    services, backoff=self.backoff, grace=self.grace_period, echo=self._echo
+                    services, backoff=self.options.backoff, grace=self.options.grace_period, echo=self._echo
                 )
                 supervisor.start()
                 routes, forwarders = open_routes(
                     [node for node in self.plan.code_nodes if node.starts_at_boot],
                     network=self.network,
-                    listen_host=self.inbound_host,
+                    listen_host=self.options.inbound_host,
                     process_of=supervisor.process,
                 )
             except BaseException:
@@ -379,7 +353,7 @@ class Appliance:
                 return
             for forwarder in boot.forwarders:
                 forwarder.close()
-            boot.supervisor.stop(self.grace_period if grace is None else grace)
+            boot.supervisor.stop(self.options.grace_period if grace is None else grace)
             self._power_off(boot)
 
     def power_cut(self) -> None:
@@ -442,7 +416,9 @@ class Appliance:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         if lockstep:
-            self.quiet_point = boot.runtime.settle(n, self.quiet_timeout, lambda: self._check_boot(boot))
+            self.quiet_point = boot.runtime.settle(
+                n, self.options.quiet_timeout, lambda: self._check_boot(boot)
+            )
             if not self.quiet_point.quiet:
                 log.warning("%s", self.quiet_point.note)
         return True

@@ -54,6 +54,7 @@ SDK_MOUNT = "/opt/panorama-emulator/sdk"
 RUN_MOUNT = "/opt/panorama-emulator/run"
 TMPFS_MOUNTS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
 NETWORKS = ("app", "host", "none")
+"""The app's network: a namespace of its own with a way out (``app``), the host's, or loopback only."""
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The capabilities a container process gets from Docker by default: an app runs as root as in its container

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator import ApplianceOptions
 from emulator.api import ApplianceManager, BackgroundServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.sandbox, pytest.mark.slow]
@@ -32,7 +33,9 @@ def console_server(
     people_counter_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BackgroundServer]:
     """The device API and console, with a token, over people-counter on a real device."""
-    manager = ApplianceManager(device="console", state_dir=tmp_path_factory.mktemp("console-state"))
+    manager = ApplianceManager(
+        ApplianceOptions(device="console", state_dir=tmp_path_factory.mktemp("console-state"))
+    )
     manager.deploy_project(people_counter_project)
     with BackgroundServer(manager, token=TOKEN, close_on_exit=True) as server:
         yield server

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from _api_helpers import ensure_deployed
 
+from emulator import ApplianceOptions
 from emulator.api import ApplianceManager, BackgroundServer
 from emulator.api.fake import FakeAppliance
 
@@ -28,7 +29,9 @@ def fake_project(tmp_path: Path) -> Path:
 @pytest.fixture
 def fake_manager(tmp_path: Path, fake_project: Path) -> Iterator[ApplianceManager]:
     """A device manager over the fake device, with people-counter deployed."""
-    manager = ApplianceManager(device="unit", state_dir=tmp_path / "state", factory=FakeAppliance)
+    manager = ApplianceManager(
+        ApplianceOptions(device="unit", state_dir=tmp_path / "state"), factory=FakeAppliance
+    )
     manager.deploy_project(fake_project)
     yield manager
     manager.close()
@@ -60,7 +63,7 @@ def device_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_manager(device_state_dir: Path) -> Iterator[ApplianceManager]:
     """A device manager over real appliances (nothing deployed at first)."""
-    manager = ApplianceManager(device="api", state_dir=device_state_dir, mode="realtime")
+    manager = ApplianceManager(ApplianceOptions(device="api", state_dir=device_state_dir, mode="realtime"))
     yield manager
     manager.close()
 

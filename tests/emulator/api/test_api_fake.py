@@ -14,6 +14,7 @@ import pytest
 from _api_helpers import PROMETHEUS_LINE, read_mjpeg, snapshot, wait_for
 from click.testing import CliRunner
 
+from emulator import ApplianceOptions
 from emulator.api import ApplianceManager, BackgroundServer, check_bind, is_loopback, pack_project
 from emulator.api.fake import FakeAppliance
 from emulator.cli import main
@@ -383,7 +384,7 @@ def test_client_reports_an_absent_server_and_a_wrong_token(fake_manager: Applian
 
 
 def test_manager_with_the_fake_needs_no_server(tmp_path: Path, fake_project: Path) -> None:
-    manager = ApplianceManager(device="direct", state_dir=tmp_path, factory=FakeAppliance)
+    manager = ApplianceManager(ApplianceOptions(device="direct", state_dir=tmp_path), factory=FakeAppliance)
     with pytest.raises(DeviceError, match="no application is deployed"):
         manager.reboot()
     manager.deploy_project(fake_project)

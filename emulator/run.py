@@ -1,7 +1,9 @@
 """One run of an application: power on, run for some frames or seconds, shut down, and sum the run up.
 
-This is what ``panorama-emulator run`` does; it sits on :class:`emulator.device.appliance.Appliance`.
-Each run against the same device and state directory is one boot of the same appliance.
+This is what ``panorama-emulator run`` does, beside the command line that calls it: it may build missing
+assets first (the build stage), then sits on :class:`emulator.Appliance`, given one
+:class:`emulator.ApplianceOptions`. Each run against the same device and state directory is one boot of the
+same appliance.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from emulator.device.appliance import Appliance
+from emulator.device.options import ApplianceOptions
 from emulator.errors import DeviceError, EmulatorError
 from emulator.manifests import load_graph
 from emulator.project import Project
 
-__all__ = ["build_missing_assets", "end_of_run", "run_application", "summarize"]
+__all__ = ["build_missing_assets", "default_mode", "end_of_run", "run_application", "summarize"]
 
 
 def build_missing_assets(
@@ -125,7 +128,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
             "storage": str(appliance.storage_path),
             "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},
             "last_hdmi_frame": str(last_frame) if last_frame is not None else None,
-            "hdmi_recording": str(appliance.hdmi_record) if appliance.hdmi_record is not None else None,
+            "hdmi_recording": str(record) if (record := appliance.options.hdmi_record) is not None else None,
         },
     }
 
@@ -163,8 +166,8 @@ def end_of_run(
 def _last_hdmi_frame(appliance: Appliance) -> Path | None:
     if not appliance.plan.sinks or appliance.hdmi is None or appliance.hdmi.last_frame is None:
         return None
-    if appliance.hdmi_out is not None:
-        path = appliance.hdmi_out / "last.png"
+    if appliance.options.hdmi_out is not None:
+        path = appliance.options.hdmi_out / "last.png"
     else:
         folder = appliance.store.root / "hdmi"
         folder.mkdir(parents=True, exist_ok=True)
@@ -186,38 +189,31 @@ def _write_json(path: Path, data: Mapping[str, object]) -> None:
         raise DeviceError(f"cannot write the summary: {error.strerror}", file=str(path)) from None
 
 
+def default_mode(frames: int | None) -> str:
+    """The camera pacing of a run that names none: lockstep for a run of ``frames``, realtime otherwise."""
+    return "lockstep" if frames is not None else "realtime"
+
+
 def run_application(
     project_dir: Path,
+    options: ApplianceOptions,
     *,
-    graph: Path | None = None,
-    override: Path | None = None,
-    cameras: Mapping[str, str] | None = None,
     frames: int | None = None,
     duration: float | None = None,
-    mode: str | None = None,
-    device: str = "default",
-    state_dir: Path | None = None,
-    hdmi_out: Path | None = None,
-    hdmi_record: Path | None = None,
     summary_json: Path | None = None,
-    network: str = "host",
-    quiet_timeout: float = 10.0,
     build: bool = False,
-    quiet: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Boot the application, run it for ``frames`` HDMI outputs or ``duration`` seconds, and shut down.
 
     Args:
         project_dir: the project.
-        graph, override, cameras, device, state_dir, hdmi_out, hdmi_record, network, quiet: as for
-            ``Appliance``.
+        options: how the appliance runs (see ``ApplianceOptions``; ``default_mode`` gives the mode a run
+            names none); in lockstep, after the last frame the run waits at most ``quiet_timeout`` seconds
+            for every app to come back to ``get()``, then shuts down anyway and the summary's ``end`` says so.
         frames: stop once the HDMI output has received this many outputs; in lockstep, once every app
             has then finished its frame (see ``Appliance.wait_for_frames``).
         duration: stop after this many seconds. With neither, run until interrupted.
-        mode: ``lockstep`` or ``realtime``; default lockstep with ``frames``, realtime otherwise.
-        quiet_timeout: in lockstep, the most seconds to wait after the last frame for every app to come
-            back to ``get()``; then the run shuts down anyway and the summary's ``end`` says so.
         summary_json: where to write the run's figures (also written when the run fails, with ``error``).
         build: build missing container assets first.
         say: called with lines of progress.
@@ -236,13 +232,8 @@ def run_application(
     if duration is not None and not (duration >= 0 and math.isfinite(duration)):
         raise DeviceError(f"--duration must be a number of seconds >= 0, not {duration}")
     if build:
-        build_missing_assets(project_dir, graph, say=say)
-    chosen_mode = mode or ("lockstep" if frames is not None else "realtime")
-    appliance = Appliance(
-        project_dir, device=device, state_dir=state_dir, graph=graph, override=override, cameras=cameras,
-        mode=chosen_mode, network=network, hdmi_out=hdmi_out, hdmi_record=hdmi_record, quiet=quiet,
-        quiet_timeout=quiet_timeout,
-    )  # fmt: skip
+        build_missing_assets(project_dir, options.graph, say=say)
+    appliance = Appliance(project_dir, options)
     if frames is not None and not appliance.plan.sinks:
         raise DeviceError(
             f"application {appliance.app} has no HDMI output node: --frames counts HDMI outputs; "
@@ -255,7 +246,7 @@ def run_application(
     try:
         with appliance:
             if say is not None:
-                say(f"booted {appliance.app} on device {device} (boot {appliance.boots})")
+                say(f"booted {appliance.app} on device {appliance.device} (boot {appliance.boots})")
             started = time.monotonic()
             try:
                 if frames is not None:
