@@ -269,9 +269,7 @@ def namespace_connector(
     return connect
 
 
-def stack_connector(
-    process_of: Callable[[str], object], node: str, port: int
-) -> Callable[[], socket.socket]:
+def stack_connector(process_of: Callable[[str], object], node: str, port: int) -> Callable[[], socket.socket]:
     """A ``connect`` for ``PortForwarder`` that reaches ``port`` of the node's current sandbox through the
     loopback port its network stack forwards to it (``SandboxProcess.host_ports``).
 
@@ -293,7 +291,13 @@ def stack_connector(
 def routed_ports(node: CodeNodePlan) -> tuple[int, ...]:
     """The container ports of a node that ``open_routes`` relays: routed and declared in ``inboundPorts``."""
     return tuple(
-        sorted({rule.container_port for rule in node.routing if rule.container_port in node.interface.inbound_ports})
+        sorted(
+            {
+                rule.container_port
+                for rule in node.routing
+                if rule.container_port in node.interface.inbound_ports
+            }
+        )
     )
 
 

@@ -3,7 +3,7 @@
 The appliance runs every business-logic node as the device does: the image's exported filesystem read-only
 at ``/``, the app's storage and logs bound read-write, temporary paths on fresh tmpfs mounts, the emulator's
 ``panoramasdk`` and bridge directories mounted under ``/opt/panorama-emulator``, and the descriptor's entry
-point started from ``/`` in its own pid, ipc and uts namespaces.
+point started from ``/`` in its own pid, ipc and uts namespaces, and by default its own network namespace.
 
 ``build_argv`` is a pure function from a ``SandboxSpec`` to bwrap's argv; ``BwrapLauncher`` starts it and
 returns a ``SandboxProcess`` that can signal the app inside (graceful stop) or kill the whole sandbox at once
@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,9 @@ class SandboxSpec:
         logs_dir: host directory bound read-write at ``/opt/aws/panorama/logs``.
         sdk_dir: host directory bound read-only at ``/opt/panorama-emulator/sdk``.
         run_dir: host directory bound read-write at ``/opt/panorama-emulator/run``.
-        network: ``"app"`` gives the app a network namespace of its own with a way out through ``pasta``
-            (``netstack``), ``"host"`` shares the host's network, ``"none"`` gives it a loopback interface only.
+        network: ``"app"`` gives the app a network namespace of its own with a way out through
+            ``slirp4netns`` (``netstack``), ``"host"`` shares the host's network, ``"none"`` gives it a
+            loopback interface only.
         user_namespace: map the calling user to root in a new user namespace (needed when not root).
         ro_files: extra ``(host path, sandbox path)`` read-only binds, e.g. ``/etc/resolv.conf``; each
             target must exist in the rootfs.
@@ -435,6 +437,9 @@ class BwrapLauncher:
                 raise SandboxError(f"the app sandbox did not start: {said}") from None
             process = SandboxProcess(popen, init_pid)
             if block_write >= 0:
+                # bwrap brings the namespace's loopback up over netlink after it reports the pid; a stack
+                # configuring the namespace at the same time can make that fail, so it waits for it.
+                _wait_for_loopback(init_pid, popen)
                 stack = NetStack(init_pid, spec.inbound_ports, user_namespace=spec.user_namespace)
                 try:
                     stack.start()
@@ -443,7 +448,14 @@ class BwrapLauncher:
                     popen.wait()
                     raise
                 process.netstack = stack
-                os.write(block_write, b"1")
+                try:
+                    os.write(block_write, b"1")
+                except BrokenPipeError:  # bwrap ended while the network was being attached
+                    out = popen.stdout.read() if popen.stdout else b""
+                    process.kill()
+                    popen.wait()
+                    said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                    raise SandboxError(f"the app sandbox did not start: {said}") from None
         finally:
             if block_write >= 0:
                 os.close(block_write)
@@ -490,6 +502,16 @@ def preflight(spec: SandboxSpec) -> None:
 def _shell_status(code: int) -> int:
     """Exit status as a shell shows it: 128+N for signal N (bwrap reports its app so; we do so for bwrap)."""
     return 128 - code if code < 0 else code
+
+
+def _wait_for_loopback(init_pid: int, popen: subprocess.Popen[bytes]) -> None:
+    fib = Path(f"/proc/{init_pid}/net/fib_trie")
+    deadline = time.monotonic() + 30.0
+    while popen.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if "127.0.0.1" in fib.read_text():
+                return
+        time.sleep(0.002)
 
 
 def _read_info(fd: int) -> bytes:
