@@ -90,7 +90,8 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
-        restarts, exit codes), ``cameras``, ``models``, ``dropped_frames``, ``restarts``, ``exit_codes``,
+        restarts, exit codes, ``last_cause``: the limit that last ended it), ``cameras``, ``models``,
+        ``dropped_frames``, ``restarts``, ``exit_codes``,
         ``paths`` (storage, logs per node, last HDMI frame).
     """
     status = appliance.status()
@@ -109,6 +110,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
             "model_calls": figures.get("model_calls", 0),
             "restarts": state.get("restarts", 0),
             "exit_codes": state.get("exit_codes", []),
+            "last_cause": state.get("last_cause"),
         }
     last_frame = _last_hdmi_frame(appliance)
     return {

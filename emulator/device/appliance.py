@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
+from emulator.device.limits import limits_in_force
 from emulator.device.network import PortForwarder, Route, open_routes, routed_ports
 from emulator.device.options import ApplianceOptions
 from emulator.device.sandbox import (
@@ -134,6 +135,8 @@ class Appliance:
         self._last: _Boot | None = None
         self._uptime_last = 0.0
         self._lock = threading.RLock()
+        self.limits_line = ""
+        """Which app limits are in force, as the last boot said it (``limits.limits_in_force``)."""
 
     @property
     def device(self) -> str:
@@ -298,6 +301,8 @@ class Appliance:
             unprivileged = os.geteuid() != 0
             if unprivileged and isinstance(launcher, BwrapLauncher):
                 check_user_namespaces(launcher.bwrap)
+            self.limits_line = limits_in_force(self.options.limits)
+            log.info("%s", self.limits_line)
             number = count_boot(self.store.root)
             started = time.monotonic()
             self.quiet_point = None
@@ -585,6 +590,8 @@ class Appliance:
             user_namespace=unprivileged,
             ro_files=ro_files,
             inbound_ports=routed_ports(node),
+            limits=self.options.limits,
+            name=node.name,
         )
 
         def launch() -> LaunchedProcess:

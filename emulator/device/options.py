@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.device.limits import Limits
 from emulator.device.sandbox import NETWORKS
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError
@@ -50,6 +51,7 @@ class ApplianceOptions:
             app to come back to ``get()`` (or exit) before it returns anyway.
         backoff: restart policy for nodes that end.
         inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
+        limits: memory and process limits of each app (see ``emulator.device.limits``).
 
     Raises:
         DeviceError: a bad mode, network, grace period or quiet timeout.
@@ -69,6 +71,7 @@ class ApplianceOptions:
     quiet_timeout: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     inbound_host: str = "127.0.0.1"
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

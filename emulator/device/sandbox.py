@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from emulator.device.limits import AppCgroup, Limits
 from emulator.device.netstack import NetStack, check_network_stack
-from emulator.errors import SandboxError
+from emulator.errors import EmulatorError, SandboxError
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
@@ -103,6 +104,9 @@ class SandboxSpec:
         capabilities: the capabilities the app keeps.
         inbound_ports: with network ``"app"``, the app's TCP ports that are forwarded from the host's
             loopback (``SandboxProcess.host_ports``).
+        limits: memory and process limits, applied in a cgroup of the instance's own where this host
+            allows it (``limits``); None applies none.
+        name: the node, for the cgroup's name.
     """
 
     rootfs: Path
@@ -118,6 +122,8 @@ class SandboxSpec:
     ro_files: tuple[tuple[Path, str], ...] = ()
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     inbound_ports: tuple[int, ...] = ()
+    limits: Limits | None = None
+    name: str = "app"
 
 
 def build_argv(
@@ -304,6 +310,9 @@ class SandboxProcess:
         self._popen = popen
         self.init_pid = init_pid
         self.netstack = netstack
+        self.cgroup: AppCgroup | None = None
+        self.end_cause: str | None = None
+        """Why the sandbox ended when a limit ended it (``memory limit N MiB``), else None."""
 
     @property
     def host_ports(self) -> dict[int, int]:
@@ -313,6 +322,10 @@ class SandboxProcess:
     def _ended(self) -> None:
         if self.netstack is not None:
             self.netstack.stop()
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:
+            self.end_cause = cgroup.cause()
+            cgroup.remove()
 
     @property
     def pid(self) -> int:
@@ -371,7 +384,6 @@ class SandboxProcess:
         for pid in (self.init_pid, self._popen.pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        self._ended()
 
 
 class BwrapLauncher:
@@ -400,9 +412,15 @@ class BwrapLauncher:
         preflight(spec)
         if spec.network == "app":
             check_network_stack()
+        cgroup = AppCgroup(spec.name, spec.limits) if spec.limits is not None else None
+        if cgroup is not None and not cgroup.dirs:
+            cgroup = None
+        if cgroup is not None:
+            cgroup.create()
         read_end, write_end = os.pipe()
-        # With network "app" bwrap holds the command until the network stack is attached.
-        block_read, block_write = os.pipe() if spec.network == "app" else (-1, -1)
+        # bwrap holds the command until the network stack is attached and the sandbox is in its cgroup.
+        held = spec.network == "app" or cgroup is not None
+        block_read, block_write = os.pipe() if held else (-1, -1)
         try:
             argv = build_argv(
                 spec, self.bwrap, info_fd=write_end, block_fd=block_read if block_read >= 0 else None
@@ -436,7 +454,15 @@ class BwrapLauncher:
                 said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
                 raise SandboxError(f"the app sandbox did not start: {said}") from None
             process = SandboxProcess(popen, init_pid)
-            if block_write >= 0:
+            process.cgroup, cgroup = cgroup, None
+            if process.cgroup is not None:
+                try:
+                    process.cgroup.add(init_pid)
+                except EmulatorError:
+                    process.kill()
+                    process.wait()
+                    raise
+            if spec.network == "app":
                 # bwrap brings the namespace's loopback up over netlink after it reports the pid; a stack
                 # configuring the namespace at the same time can make that fail, so it waits for it.
                 _wait_for_loopback(init_pid, popen)
@@ -445,20 +471,23 @@ class BwrapLauncher:
                     stack.start()
                 except SandboxError:
                     process.kill()
-                    popen.wait()
+                    process.wait()
                     raise
                 process.netstack = stack
+            if block_write >= 0:
                 try:
                     os.write(block_write, b"1")
                 except BrokenPipeError:  # bwrap ended while the network was being attached
                     out = popen.stdout.read() if popen.stdout else b""
                     process.kill()
-                    popen.wait()
+                    process.wait()
                     said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
                     raise SandboxError(f"the app sandbox did not start: {said}") from None
         finally:
             if block_write >= 0:
                 os.close(block_write)
+            if cgroup is not None:  # bwrap did not start: nothing runs in it
+                cgroup.remove()
         return process
 
 
