@@ -1,0 +1,144 @@
+"""Per-app limits with real sandboxes: a fork loop stops at the process limit, an app that allocates past its
+memory limit is killed and restarted with the cause shown; the appliance answers status throughout, and
+nothing (cgroup, network stack, process) is left once it is off.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from _appliance_helpers import NodeSpec, build_test_apps, make_project, public_tmp_dir, wait_for
+
+from emulator import Appliance
+from emulator.device.limits import Limits, cgroup_support, limits_in_force
+from emulator.device.supervisor import Backoff
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
+
+FAST = Backoff(initial=0.1, factor=2.0, maximum=0.4, stable_after=60.0)
+
+
+@pytest.fixture(scope="module")
+def test_apps_asset() -> Iterator[Path]:
+    base = public_tmp_dir("pe-limit-apps-")
+    try:
+        yield build_test_apps(base / "build")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def limited(tmp_path: Path, test_apps_asset: Path) -> Callable[..., Appliance]:
+    if not {"memory", "pids"} <= set(cgroup_support()):
+        pytest.skip("no writable cgroup here (not root and no delegated subtree): limits are not in force")
+    state = public_tmp_dir("pe-limit-state-")
+
+    def make(node: NodeSpec, limits: Limits) -> Appliance:
+        root = make_project(tmp_path / node.name, f"{node.name}-app", test_apps_asset, [node])
+        return Appliance(root, device="limits", state_dir=state, quiet=True, backoff=FAST, limits=limits)
+
+    yield make  # type: ignore[misc]
+    shutil.rmtree(state, ignore_errors=True)
+
+
+class StatusProbe:
+    """Asks the appliance for its status in a loop and keeps the worst latency."""
+
+    def __init__(self, device: Appliance) -> None:
+        self.device = device
+        self.answers = 0
+        self.worst = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            status = self.device.status()
+            self.worst = max(self.worst, time.perf_counter() - started)
+            assert status["state"] in ("on", "off")
+            self.answers += 1
+            time.sleep(0.01)
+
+    def __enter__(self) -> StatusProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Cgroups this process made and network stacks it started that still exist."""
+    cgroups = sorted(
+        str(path)
+        for parent in set(cgroup_support().values())
+        for path in parent.glob(f"panorama-{os.getpid()}-*")
+    )
+    children = Path(f"/proc/{os.getpid()}/task")
+    stacks = []
+    for task in children.iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode()
+            except OSError:
+                continue
+            if command.endswith(("slirp4netns", "bwrap")):
+                stacks.append(f"{child} {command}")
+    return {"cgroups": cgroups, "processes": stacks}
+
+
+def test_a_fork_loop_stops_at_the_process_limit(limited: Callable[..., Appliance]) -> None:
+    forker = NodeSpec("forker", "hog.py", env={"HOG": "fork", "HOG_FORKS": "5000"})
+    device = limited(forker, Limits(pids=64))
+    assert "processes 64" in limits_in_force(device.options.limits)
+    with device, StatusProbe(device) as probe:
+        pattern = re.compile(r"^hog: forks started (\d+) refused (\d+) (\w+)", re.MULTILINE)
+        line = wait_for(lambda: pattern.search(device.logs("forker")), timeout=600, what="the fork report")
+        assert isinstance(line, re.Match)
+        started, refused, error = int(line.group(1)), int(line.group(2)), line.group(3)
+        assert started < 64 and refused == 5000 - started and error == "BlockingIOError"
+        assert device.status()["nodes"]["forker"]["restarts"] == 0  # type: ignore[index]
+    print(f"\nfork loop: {started} started, {refused} refused; status answered {probe.answers} times, "
+          f"worst latency {probe.worst * 1000:.1f} ms")  # fmt: skip
+    assert probe.answers > 0
+    assert leftovers() == {"cgroups": [], "processes": []}
+
+
+def test_an_app_past_its_memory_limit_is_killed_and_restarted_with_the_cause(
+    limited: Callable[..., Appliance],
+) -> None:
+    device = limited(
+        NodeSpec("hog", "hog.py", env={"HOG": "memory", "HOG_MIB": "1024"}), Limits(memory_mib=128)
+    )
+    with device, StatusProbe(device) as probe:
+        wait_for(lambda: device.status()["nodes"]["hog"]["restarts"] >= 1,  # type: ignore[index]
+                 timeout=600, what="a restart")  # fmt: skip
+        node = device.status()["nodes"]["hog"]  # type: ignore[index]
+        assert node["last_cause"] == "memory limit 128 MiB"
+        assert node["exit_codes"][0] == 137
+        logs = device.logs("hog")
+        assert "[panorama-emulator] node hog was killed: memory limit 128 MiB" in logs
+        assert "hog: allocated everything" not in logs
+        wait_for(lambda: device.logs("hog").count("hog: memory start") >= 2, what="the next instance")
+    print(f"\nmemory hog: killed at 128 MiB and restarted; status answered {probe.answers} times, "
+          f"worst latency {probe.worst * 1000:.1f} ms")  # fmt: skip
+    assert probe.answers > 0
+    assert leftovers() == {"cgroups": [], "processes": []}
+
+
+def test_a_power_cut_leaves_nothing_behind(limited: Callable[..., Appliance]) -> None:
+    device = limited(NodeSpec("steady", "steady.py"), Limits())
+    device.boot()
+    wait_for(lambda: "steady: up" in device.logs("steady"))
+    assert leftovers()["cgroups"] != []
+    device.power_cut()
+    wait_for(lambda: leftovers() == {"cgroups": [], "processes": []}, what="no leftovers")
