@@ -238,6 +238,19 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Lockstep: most SECONDS to wait after frame N for every app to ask for its next frame.",
 )
+@click.option(
+    "--memory-limit",
+    type=click.IntRange(min=0),
+    metavar="MIB",
+    help="Memory of each app in MiB (past it the app is killed and restarted); 0 for no limit. "
+    "[default: 2048]",
+)
+@click.option(
+    "--pids-limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Processes and threads of each app at once; 0 for no limit. [default: 512]",
+)
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -255,6 +268,8 @@ def run_command(
     summary_json: str | None,
     network: str,
     quiet_timeout: float,
+    memory_limit: int | None,
+    pids_limit: int | None,
     build: bool,
 ) -> None:
     """Power the appliance on, run the application, and shut down.
@@ -267,6 +282,7 @@ def run_command(
     import signal
     from pathlib import Path
 
+    from emulator.device.limits import DEFAULT_MEMORY_MIB, DEFAULT_PIDS, Limits
     from emulator.device.options import ApplianceOptions
     from emulator.run import default_mode, run_application
 
@@ -283,6 +299,10 @@ def run_command(
         hdmi_out=Path(hdmi_out) if hdmi_out else None,
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         quiet_timeout=quiet_timeout,
+        limits=Limits(
+            memory_mib=DEFAULT_MEMORY_MIB if memory_limit is None else memory_limit,
+            pids=DEFAULT_PIDS if pids_limit is None else pids_limit,
+        ),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
 

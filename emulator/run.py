@@ -249,6 +249,7 @@ def run_application(
         with appliance:
             if say is not None:
                 say(f"booted {appliance.app} on device {appliance.device} (boot {appliance.boots})")
+                say(appliance.limits_line)
             started = time.monotonic()
             try:
                 if frames is not None:
