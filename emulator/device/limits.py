@@ -8,8 +8,11 @@ with EAGAIN past it). The cgroup goes with the instance.
 
 cgroup v2 is used where the emulator may write to its own cgroup's subtree (root, or a subtree delegated by
 systemd) and the ``memory`` and ``pids`` controllers are on; on a v1 hierarchy (hybrid hosts) the ``memory``
-and ``pids`` hierarchies are used as root. Where neither is writable the limits are not in force, and
-``limits_in_force`` says so in one line at boot.
+and ``pids`` hierarchies are used as root. Where neither is writable (an ordinary user without a delegated
+subtree) weaker stand-ins apply: processes by ``RLIMIT_NPROC`` (``nproc_rlimit``: the user's processes and
+threads now plus the limit, so a fork loop stops there, though the apps of one user share that headroom),
+memory by ``MemoryWatch``, which samples the sandbox's resident memory every 0.1 s and kills it past the
+limit (an app allocating fast can overshoot between samples). ``limits_in_force`` says at boot which apply.
 """
 
 from __future__ import annotations
@@ -17,13 +20,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.errors import DeviceError
 
-__all__ = ["DEFAULT_MEMORY_MIB", "DEFAULT_PIDS", "AppCgroup", "Limits", "cgroup_support", "limits_in_force"]
+__all__ = [
+    "DEFAULT_MEMORY_MIB",
+    "DEFAULT_PIDS",
+    "AppCgroup",
+    "Limits",
+    "MemoryWatch",
+    "cgroup_support",
+    "limits_in_force",
+    "nproc_rlimit",
+]
 
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_PIDS = 512
@@ -106,10 +120,87 @@ def limits_in_force(limits: Limits) -> str:
         if value == 0:
             parts.append(f"{name} unlimited")
         elif controller in support:
-            parts.append(f"{name} {value}{unit}")
+            parts.append(f"{name} {value}{unit} (cgroup)")
+        elif controller == "pids":
+            parts.append(f"{name} {value} (RLIMIT_NPROC over the user's processes: no writable cgroup here)")
         else:
-            parts.append(f"{name} NOT limited (no writable cgroup here: run as root or delegate a subtree)")
+            parts.append(f"{name} {value}{unit} (sampled every 0.1 s: no writable cgroup here)")
     return "app limits: " + ", ".join(parts)
+
+
+def nproc_rlimit(extra: int) -> int:
+    """``RLIMIT_NPROC`` that lets this user's processes and threads grow by ``extra`` from now.
+
+    The kernel counts every process and thread of the real user id (sandboxes included), so the value is the
+    count now plus ``extra``.
+    """
+    uid = os.getuid()
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = dict(
+                line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line
+            )
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+    return count + extra
+
+
+class MemoryWatch:
+    """Kills a sandbox whose processes hold more resident memory than the limit, sampled every 0.1 s.
+
+    Args:
+        init_pid: host pid of the sandbox's pid 1 (its descendants are counted).
+        memory_mib: the limit.
+        kill: ends the whole sandbox.
+    """
+
+    def __init__(self, init_pid: int, memory_mib: int, kill: Callable[[], None]) -> None:
+        self.init_pid = init_pid
+        self.memory_mib = memory_mib
+        self.fired = False
+        self._kill = kill
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"panorama-memory-{init_pid}", daemon=True)
+
+    def start(self) -> None:
+        """Start sampling."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling (the sandbox has ended)."""
+        self._stop.set()
+
+    def cause(self) -> str | None:
+        """``memory limit N MiB`` once the watch has killed the sandbox, else None."""
+        return f"memory limit {self.memory_mib} MiB" if self.fired else None
+
+    def resident(self) -> int:
+        """Bytes resident in the sandbox's processes now."""
+        total = 0
+        pending = [self.init_pid]
+        while pending:
+            pid = pending.pop()
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            with contextlib.suppress(OSError, ValueError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pending += [int(child) for child in (task / "children").read_text().split()]
+        return total
+
+    def _run(self) -> None:
+        limit = self.memory_mib * MiB
+        while not self._stop.wait(0.1):
+            if not Path(f"/proc/{self.init_pid}").exists():
+                return
+            if self.resident() > limit:
+                self.fired = True
+                self._kill()
+                return
 
 
 class AppCgroup:

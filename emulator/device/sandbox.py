@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from emulator.device.limits import AppCgroup, Limits
+from emulator.device.limits import AppCgroup, Limits, MemoryWatch, nproc_rlimit
 from emulator.device.netstack import NetStack, check_network_stack
 from emulator.errors import EmulatorError, SandboxError
 
@@ -311,6 +311,7 @@ class SandboxProcess:
         self.init_pid = init_pid
         self.netstack = netstack
         self.cgroup: AppCgroup | None = None
+        self.memory_watch: MemoryWatch | None = None
         self.end_cause: str | None = None
         """Why the sandbox ended when a limit ended it (``memory limit N MiB``), else None."""
 
@@ -326,6 +327,10 @@ class SandboxProcess:
         if cgroup is not None:
             self.end_cause = cgroup.cause()
             cgroup.remove()
+        watch, self.memory_watch = self.memory_watch, None
+        if watch is not None:
+            watch.stop()
+            self.end_cause = self.end_cause or watch.cause()
 
     @property
     def pid(self) -> int:
@@ -412,17 +417,23 @@ class BwrapLauncher:
         preflight(spec)
         if spec.network == "app":
             check_network_stack()
-        cgroup = AppCgroup(spec.name, spec.limits) if spec.limits is not None else None
+        limits = spec.limits
+        cgroup = AppCgroup(spec.name, limits) if limits is not None else None
         if cgroup is not None and not cgroup.dirs:
             cgroup = None
         if cgroup is not None:
             cgroup.create()
+        # Without a cgroup for a limit, its stand-in: RLIMIT_NPROC for processes, a watch for memory.
+        prefix: list[str] = []
+        if limits is not None and limits.pids and (cgroup is None or "pids" not in cgroup.dirs):
+            prefix = ["prlimit", f"--nproc={nproc_rlimit(limits.pids)}", "--"]
+        watch_memory = bool(limits and limits.memory_mib and (cgroup is None or "memory" not in cgroup.dirs))
         read_end, write_end = os.pipe()
         # bwrap holds the command until the network stack is attached and the sandbox is in its cgroup.
         held = spec.network == "app" or cgroup is not None
         block_read, block_write = os.pipe() if held else (-1, -1)
         try:
-            argv = build_argv(
+            argv = prefix + build_argv(
                 spec, self.bwrap, info_fd=write_end, block_fd=block_read if block_read >= 0 else None
             )
             try:
@@ -488,6 +499,9 @@ class BwrapLauncher:
                 os.close(block_write)
             if cgroup is not None:  # bwrap did not start: nothing runs in it
                 cgroup.remove()
+        if watch_memory and limits is not None:
+            process.memory_watch = MemoryWatch(init_pid, limits.memory_mib, process.kill)
+            process.memory_watch.start()
         return process
 
 

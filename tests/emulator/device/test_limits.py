@@ -5,9 +5,13 @@ nothing (cgroup, network stack, process) is left once it is off.
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,3 +146,67 @@ def test_a_power_cut_leaves_nothing_behind(limited: Callable[..., Appliance]) ->
     assert leftovers()["cgroups"] != []
     device.power_cut()
     wait_for(lambda: leftovers() == {"cgroups": [], "processes": []}, what="no leftovers")
+
+
+# --- the stand-ins of an ordinary user without a writable cgroup -------------------------------------------
+
+UNPRIVILEGED_LIMITS = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from emulator.device.limits import Limits, cgroup_support, limits_in_force
+from emulator.device.sandbox import DEFAULT_PATH, BwrapLauncher, SandboxSpec
+FORK = '''
+import os, time
+started = refused = 0
+for _ in range(5000):
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    started += 1
+print(started, refused, flush=True)
+'''
+HOG = "chunks = []\nwhile len(chunks) < 64:\n    chunks.append(b'x' * (16 << 20))\nprint('allocated all')"
+out = {"cgroups": sorted(cgroup_support()), "line": limits_in_force(Limits(memory_mib=128, pids=64))}
+for name, code in (("fork", FORK), ("memory", HOG)):
+    spec = SandboxSpec(rootfs=Path(sys.argv[2]), command=("python3", "-c", code), env={"PATH": DEFAULT_PATH},
+                       network="none", user_namespace=True, limits=Limits(memory_mib=128, pids=64), name=name)
+    process = BwrapLauncher().launch(spec)
+    first = process.stdout.readline().decode().strip()
+    if name == "fork":
+        process.kill()
+    code = process.wait()
+    out[name] = {"said": first, "code": code, "cause": process.end_cause}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_an_ordinary_user_gets_the_stand_in_limits(test_user: pwd.struct_passwd) -> None:
+    from _sandbox_helpers import make_host_rootfs
+
+    base = public_tmp_dir("pe-limits-user-")
+    try:
+        rootfs = make_host_rootfs(base / "rootfs")
+        script = base / "limits.py"
+        script.write_text(UNPRIVILEGED_LIMITS)
+        repo = Path(__file__).resolve().parents[3]
+        result = subprocess.run(
+            ["runuser", "-u", test_user.pw_name, "--", sys.executable, str(script), str(repo), str(rootfs)],
+            capture_output=True, text=True, check=False, cwd=base,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        out = json.loads(line[len("RESULT ") :])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"\n{out['line']}\nfork loop as {test_user.pw_name}: {out['fork']['said']}")
+    assert out["cgroups"] == [] and "RLIMIT_NPROC" in out["line"] and "sampled" in out["line"]
+    started, refused = map(int, out["fork"]["said"].split())
+    assert started < 64 and started + refused == 5000
+    assert out["memory"]["said"] != "allocated all"
+    assert out["memory"]["code"] == 137 and out["memory"]["cause"] == "memory limit 128 MiB"
