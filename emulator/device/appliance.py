@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from emulator.device import arch
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.limits import limits_in_force
+from emulator.device.netstack import app_resolver
 from emulator.device.network import PortForwarder, Route, open_routes, routed_ports
 from emulator.device.options import ApplianceOptions
 from emulator.device.sandbox import (
@@ -308,6 +309,8 @@ class Appliance:
             self.quiet_point = None
             run_dir = self.store.reset_run_dir()
             etc = etc_files(self.store.root, self.device)
+            if self.options.network == "app":
+                etc = app_resolver(etc, self.store.root / "etc")
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 

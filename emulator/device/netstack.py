@@ -25,12 +25,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from emulator.errors import SandboxError
 
-__all__ = ["NetStack", "check_network_stack", "find_slirp4netns"]
+__all__ = ["STACK_DNS", "NetStack", "app_resolver", "check_network_stack", "find_slirp4netns"]
 
 _TUN = Path("/dev/net/tun")
 _READY_TIMEOUT = 30.0
@@ -59,6 +59,38 @@ def check_network_stack() -> None:
             f"network 'app' needs {_TUN} to be readable and writable by this user (distributions ship it "
             f"with mode 0666: chmod 0666 {_TUN}) or run with --network host or none"
         )
+
+
+STACK_DNS = "10.0.2.3"
+"""The stack's DNS address inside the namespace: it forwards queries to the host's resolver."""
+
+
+def app_resolver(files: Mapping[str, Path], etc_dir: Path) -> dict[str, Path]:
+    """The ``/etc`` files for an app with its own network: the host's ``resolv.conf`` unless every
+    nameserver in it is on the host's loopback (systemd-resolved's 127.0.0.53, a local dnsmasq), which the app
+    cannot reach; then one naming the stack's DNS forwarder, the rest of the file kept.
+
+    Args:
+        files: sandbox path -> host file, as ``boot_files.etc_files`` made them.
+        etc_dir: the device's ``etc`` directory, where a rewritten file goes.
+
+    Returns:
+        The files to bind.
+    """
+    source = files.get("/etc/resolv.conf")
+    if source is None:
+        return dict(files)
+    try:
+        lines = source.read_text().splitlines()
+    except OSError:
+        return dict(files)
+    servers = [line.split()[1] for line in lines if line.startswith("nameserver") and len(line.split()) > 1]
+    if servers and not all(server.startswith("127.") or server == "::1" for server in servers):
+        return dict(files)
+    kept = [line for line in lines if not line.startswith("nameserver")]
+    target = etc_dir / "resolv.conf.app"
+    target.write_text("\n".join([*kept, f"nameserver {STACK_DNS}", ""]))
+    return {**files, "/etc/resolv.conf": target}
 
 
 def _free_loopback_port() -> int:

@@ -183,3 +183,17 @@ def test_the_host_loopback_server_saw_no_one(stack_ready: None, public_dir: Path
         counter.join()
         server.close()
     assert accepted == []
+
+
+def test_a_loopback_resolver_is_replaced_by_the_stack_dns(tmp_path: Path) -> None:
+    from emulator.device.netstack import STACK_DNS, app_resolver
+
+    host = tmp_path / "resolv.conf"
+    host.write_text("nameserver 127.0.0.53\noptions edns0\nsearch lan\n")
+    files = app_resolver({"/etc/resolv.conf": host, "/etc/hosts": host}, tmp_path)
+    assert files["/etc/hosts"] == host
+    assert files["/etc/resolv.conf"].read_text().splitlines() == [
+        "options edns0", "search lan", f"nameserver {STACK_DNS}",
+    ]  # fmt: skip
+    host.write_text("nameserver 10.255.255.53\n")
+    assert app_resolver({"/etc/resolv.conf": host}, tmp_path) == {"/etc/resolv.conf": host}
