@@ -51,6 +51,14 @@ def main() -> None:
 
 
 @main.command("base-image")
+@click.option(
+    "--arch",
+    type=click.Choice(["host", "arm64"]),
+    default="host",
+    show_default=True,
+    help="arm64: build it for the device's CPU (run through qemu-user) and point the arm64 tags at it; "
+    "host: point them back at the host's (fast) stand-in.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if up to date (the cached rootfs is reused).")
 @click.option(
     "--tag",
@@ -60,16 +68,25 @@ def main() -> None:
     help="Also tag the stand-in as REF (repeatable), for a Dockerfile that builds FROM another base.",
 )
 @reports_errors
-def base_image(force: bool, tags: tuple[str, ...]) -> None:
+def base_image(arch: str, force: bool, tags: tuple[str, ...]) -> None:
     """Build the offline stand-in for public.ecr.aws/panorama/panorama-application.
 
-    Tags latest, 1.1.0-arm64v8, 1.2.0-py3.8 and 1.2.1-arm64v8, and .../sdkv1/python3.8/aarch64:latest (all of
-    the host's architecture), from a Debian rootfs made with debootstrap (needs root the first time; cached
-    afterwards). No container registry is used.
+    Tags latest, 1.1.0-arm64v8, 1.2.0-py3.8 and 1.2.1-arm64v8, and .../sdkv1/python3.8/aarch64:latest (of the
+    host's architecture), from a Debian rootfs made with debootstrap (needs root the first time; cached
+    afterwards). With --arch arm64, the arm64v8 and aarch64 names point at an arm64 build instead, whose
+    programs run through qemu-user (registered with binfmt_misc, as root). No container registry is used.
     """
     from emulator.builder.base_image import ensure_base_image
 
-    ensure_base_image(force=force, tags=tags)
+    ensure_base_image(arch=arch, force=force, tags=tags)
+
+
+def _emulated_clause(summary: dict[str, object]) -> str:
+    """``; code_node ran aarch64 through qemu-user`` for the nodes a run emulated, else ``""``."""
+    emulated = summary.get("emulated")
+    if not isinstance(emulated, dict) or not emulated:
+        return ""
+    return "; " + ", ".join(f"{node} ran {cpu} through qemu-user" for node, cpu in emulated.items())
 
 
 def _print_tail(error: EmulatorError) -> None:
@@ -147,46 +164,6 @@ def export_container_command(
     click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
 
 
-@main.command("add-raw-model")
-@click.option("--model-asset-name", required=True, help="Name of the model asset.")
-@click.option("--model-local-path", required=True, help="The model archive (.tar.gz).")
-@click.option("--descriptor-path", required=True, help="The model's descriptor (mlModelDescriptor JSON).")
-@click.option(
-    "--packages-path", multiple=True, help="Package folder(s) whose package.json get the asset (one or more)."
-)
-@click.argument("more_packages", nargs=-1, metavar="")
-@reports_errors
-def add_raw_model_command(
-    model_asset_name: str,
-    model_local_path: str,
-    descriptor_path: str,
-    packages_path: tuple[str, ...],
-    more_packages: tuple[str, ...],
-) -> None:
-    """Add a local model archive as a model asset, as panorama-cli add-raw-model does.
-
-    --packages-path takes one or more folders, like panorama-cli (``--packages-path A B``).
-    """
-    import json
-    from pathlib import Path
-
-    from emulator.builder import MODEL_MESSAGE, add_raw_model
-    from emulator.project import Project
-
-    if more_packages and not packages_path:
-        raise click.UsageError(f"unexpected argument {more_packages[0]!r}")
-    built = add_raw_model(
-        Project(Path.cwd()),
-        model_asset_name,
-        Path(model_local_path),
-        Path(descriptor_path),
-        [Path(path) for path in (*packages_path, *more_packages)],
-        console=Console(highlight=False),
-    )
-    click.echo(json.dumps(built.asset, indent=4))
-    click.echo(f"{MODEL_MESSAGE} {built.asset_path}")
-
-
 def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     cameras: dict[str, str] = {}
     for value in values:
@@ -222,6 +199,13 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
+@click.option(
+    "--every",
+    "hdmi_every",
+    type=click.IntRange(min=1),
+    metavar="K",
+    help="With --hdmi-out: also keep every K-th HDMI screen as hdmi-<n>.png.",
+)
 @click.option("--hdmi-record", metavar="FILE.mp4", help="Record the HDMI output to an MP4 file.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
 @click.option(
@@ -264,6 +248,7 @@ def run_command(
     device: str,
     state_dir: str | None,
     hdmi_out: str | None,
+    hdmi_every: int | None,
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
@@ -298,6 +283,7 @@ def run_command(
         network=network,
         hdmi_out=Path(hdmi_out) if hdmi_out else None,
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
+        hdmi_every=hdmi_every,
         quiet_timeout=quiet_timeout,
         limits=Limits(
             memory_mib=DEFAULT_MEMORY_MIB if memory_limit is None else memory_limit,
@@ -321,9 +307,10 @@ def run_command(
     )
     err_console.print(
         f"boot {summary.get('boots')} of device {device}: {summary.get('seconds')} s, "
-        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts",
+        f"{summary.get('frames')} frames, {summary.get('restarts')} restarts{_emulated_clause(summary)}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     end = summary.get("end")
     err_console.print(
@@ -368,7 +355,7 @@ def _echo_status(status: dict[str, Any]) -> None:
         codes = " ".join(str(code) for code in node["exit_codes"][-5:]) or "-"
         click.echo(
             f"node {node['name']}: {node['state']}, pid {node['pid'] or '-'}, restarts {node['restarts']}, "
-            f"exit codes {codes}"
+            f"exit codes {codes}" + (f", {node['arch']} through qemu-user" if node.get("emulated") else "")
         )
     for camera in status.get("cameras", []):
         click.echo(f"camera {camera['name']}: {'paused' if camera['paused'] else 'live'}, {camera['source']}")
@@ -560,3 +547,11 @@ def logs_command(
             click.echo(line)
     except KeyboardInterrupt:
         return
+
+
+# Commands kept in modules of their own; they use this module's helpers.
+from emulator import cli_dev, cli_project, cli_remote  # noqa: E402
+
+cli_dev.register(main)
+cli_project.register(main)
+cli_remote.register(main)

@@ -90,8 +90,9 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
-        restarts, exit codes, ``last_cause``: the limit that last ended it), ``cameras``, ``models``,
-        ``dropped_frames``, ``restarts``, ``exit_codes``,
+        restarts, exit codes, ``last_cause``: the limit that last ended it, arch, emulated), ``emulated``
+        (node -> CPU, for the nodes that ran through qemu-user), ``cameras``, ``models``, ``dropped_frames``,
+        ``restarts``, ``exit_codes``,
         ``paths`` (storage, logs per node, last HDMI frame).
     """
     status = appliance.status()
@@ -111,6 +112,8 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
             "restarts": state.get("restarts", 0),
             "exit_codes": state.get("exit_codes", []),
             "last_cause": state.get("last_cause"),
+            "arch": state.get("arch"),
+            "emulated": bool(state.get("emulated")),
         }
     last_frame = _last_hdmi_frame(appliance)
     return {
@@ -126,6 +129,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
         "dropped_frames": sum(int(node["dropped"] or 0) for node in nodes.values()),
         "restarts": sum(int(node["restarts"] or 0) for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},
+        "emulated": {name: node["arch"] for name, node in nodes.items() if node["emulated"]},
         "paths": {
             "storage": str(appliance.storage_path),
             "logs": {plan.name: str(appliance.logs_path(plan.name)) for plan in appliance.plan.code_nodes},

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from emulator.api import routes_data, routes_device
+from emulator.api import routes_data, routes_device, routes_export
 from emulator.api.bundle import BundleLimits
 from emulator.api.errors import http_status
 from emulator.api.manager import ApplianceManager
@@ -90,6 +90,7 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(routes_device.router)
     app.include_router(routes_data.router)
+    app.include_router(routes_export.router)
 
     @app.get("/", include_in_schema=False)
     def console() -> FileResponse:

@@ -1,5 +1,5 @@
-"""A small client of the device API (standard library only), used by the ``status``, ``reboot``,
-``power-cut`` and ``logs`` commands.
+"""A small client of the device API (standard library only), used by the commands that talk to a running
+``serve`` (``status``, ``reboot``, ``logs``, ``deploy``, ``camera``, ``storage``, ...).
 
     client = DeviceClient(client_url(), token=os.environ.get("PANORAMA_EMULATOR_TOKEN"))
     client.reboot()["boots"]
@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from emulator.errors import DeviceError
 
@@ -146,6 +146,47 @@ class DeviceClient:
             "POST", "/api/app/bundle", body=Path(bundle).read_bytes(), content_type="application/gzip"
         )
         return result
+
+    def metrics(self) -> dict[str, Any]:
+        """The device's figures (``GET /api/metrics``)."""
+        result: dict[str, Any] = self.request("GET", "/api/metrics")
+        return result
+
+    def camera(self, name: str, action: str) -> dict[str, Any]:
+        """``pause`` or ``resume`` a camera node; returns its status (``name``, ``paused``, ``source``)."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/api/cameras/{urllib.parse.quote(name, safe='')}/{action}"
+        )
+        return result
+
+    def storage_list(self, path: str = "") -> list[dict[str, Any]]:
+        """The entries of one folder of the app's storage (``name``, ``path``, ``kind``, ``size``,
+        ``modified``)."""
+        listing = self.request("GET", "/api/storage", query={"path": path})
+        return list(listing["entries"])
+
+    def storage_get(self, path: str, out: BinaryIO) -> int:
+        """Copy a file of the app's storage to ``out``; returns the bytes copied."""
+        copied = 0
+        with self._open("GET", "/api/storage/file", query={"path": path}) as response:
+            while chunk := response.read(256 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+        return copied
+
+    def export_logs(self, out: BinaryIO, start: float | None = None, end: float | None = None) -> int:
+        """Write the zip of ``GET /api/logs/export`` (logs written since ``start``) to ``out``.
+
+        Returns:
+            Its size in bytes.
+        """
+        query = {key: value for key, value in (("start", start), ("end", end)) if value is not None}
+        copied = 0
+        with self._open("GET", "/api/logs/export", query=query) as response:
+            while chunk := response.read(256 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+        return copied
 
     def logs(self, node: str, lines: int = 200, file: str | None = None) -> list[str]:
         """The last ``lines`` lines of a node's console output (or of ``file`` in its log folder)."""

@@ -55,6 +55,7 @@ from emulator.builder.stand_in import (
     python_name_note,
     python_names_used,
 )
+from emulator.device.arch import binfmt_entry_handles
 from emulator.errors import BuildError, EngineError, ProjectError, one_line
 from emulator.project import Project
 
@@ -70,7 +71,7 @@ __all__ = [
 
 #: panorama-cli's closing line, spelling included.
 BUILT_MESSAGE = "Container asset for the package has been succesfully built at"
-#: Present when the kernel can run aarch64 programs through qemu.
+#: Enabled with flag F when the kernel can run aarch64 programs through qemu, also in a build's container.
 BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -80,8 +81,9 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _ARM64 = ("arm64", "aarch64")
 _ARM64_SENTENCE = (
     "the image is for arm64 (the device's architecture) and this {host} host has no qemu binfmt for aarch64 "
-    "(/proc/sys/fs/binfmt_misc/qemu-aarch64), so its programs cannot run here: install qemu-user-static and "
-    "binfmt-support, or build FROM the stand-in base image (panorama-emulator base-image)"
+    "with the F flag (/proc/sys/fs/binfmt_misc/qemu-aarch64), so its programs cannot run here: install "
+    "qemu-user-static and run sudo panorama-emulator base-image --arch arm64 (which registers it), or build "
+    "FROM the host's stand-in base image (panorama-emulator base-image)"
 )
 
 
@@ -132,7 +134,7 @@ def check_asset_name(name: str, *, image_tag: bool = False) -> None:
 
 def _foreign_architecture(architecture: str) -> bool:
     host = platform.machine().lower()
-    return architecture.lower() in _ARM64 and host not in _ARM64 and not BINFMT_AARCH64.exists()
+    return architecture.lower() in _ARM64 and host not in _ARM64 and not binfmt_entry_handles(BINFMT_AARCH64)
 
 
 def _arm64_sentence() -> str:

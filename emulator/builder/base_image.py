@@ -21,12 +21,19 @@ How it is made:
    hashed into the ``configuration`` label, apart from the rootfs recipe, so changing it never runs
    debootstrap again.
 
+The device is arm64. ``ensure_base_image(arch="arm64")`` (``base-image --arch arm64``) builds the same recipe
+for arm64 (``debootstrap --arch arm64``, its programs run through qemu-user registered with binfmt_misc,
+see :mod:`emulator.builder.qemu`), keeps it as :data:`ARM64_STAND_IN` and points the references that name
+arm64 (:data:`ARM64_REFERENCES`) at it; ``latest`` and ``1.2.0-py3.8`` stay on the host's stand-in, so
+the default Dockerfile builds and runs at native speed. ``arch="host"`` (the default) points the arm64
+references back at the host's stand-in.
+
 How the stand-in differs from the real image:
 
 - Debian 12 with Python 3.11 and NumPy 1.24, where the real images are Ubuntu 20.04 based with Python 3.8
   (``1.2.0-py3.8``: Python 3.8.0, NumPy 1.24.3; ``1.2.1-arm64v8``: Python 3.8.10); ``python3.8`` and
   ``python3.7`` here are that Python 3.11.
-- Every tag holds the host's architecture; ``1.2.1-arm64v8`` is not an arm64 image here.
+- Every tag holds the host's architecture unless ``--arch arm64`` pointed the arm64 ones at the arm64 build.
 - No CUDA, TensorRT, cuDNN or other Jetson libraries.
 - No ``panoramasdk``: the emulator injects its own SDK into the application's sandbox at run time.
 - ``pip install`` into the system Python is allowed (the EXTERNALLY-MANAGED marker is removed), as on the
@@ -35,7 +42,6 @@ How the stand-in differs from the real image:
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import fcntl
 import hashlib
@@ -70,12 +76,21 @@ from emulator.builder.base_rootfs import (
     BaseImageError,
     cache_dir,
     debian_arch,
+    elf_machine_of,
     recipe_key,
     rootfs_tarball,
+    target_arch,
 )
+from emulator.builder.host_pip import IMAGE_CA_BUNDLE, host_ca_bundle, host_pip_settings, image_pip_conf
+from emulator.builder.image_archive import load_rootfs
+from emulator.builder.qemu import ensure_binfmt
 from emulator.errors import EngineError
 
 __all__ = [
+    "ARCHES",
+    "ARM64_REFERENCES",
+    "ARM64_STAND_IN",
+    "ARM64_TAGS",
     "BASE_IMAGE_REPOSITORY",
     "BASE_IMAGE_TAGS",
     "DEBIAN_PACKAGES",
@@ -99,6 +114,7 @@ __all__ = [
     "normalise_reference",
     "recipe_key",
     "serving_hint",
+    "stand_in_reference",
 ]
 
 BASE_IMAGE_REPOSITORY = "public.ecr.aws/panorama/panorama-application"
@@ -111,6 +127,17 @@ STAND_IN_REFERENCES: tuple[str, ...] = (
     *(f"{BASE_IMAGE_REPOSITORY}:{tag}" for tag in BASE_IMAGE_TAGS),
     f"{SDKV1_REPOSITORY}:latest",
 )
+#: The tags of :data:`BASE_IMAGE_REPOSITORY` that name arm64, the device's CPU.
+ARM64_TAGS: tuple[str, ...] = ("1.1.0-arm64v8", "1.2.1-arm64v8")
+#: What ``base-image --arch arm64`` points at the arm64 stand-in (``--arch host`` points them back).
+ARM64_REFERENCES: tuple[str, ...] = (
+    *(f"{BASE_IMAGE_REPOSITORY}:{tag}" for tag in ARM64_TAGS),
+    f"{SDKV1_REPOSITORY}:latest",
+)
+#: Where the arm64 stand-in stays, whichever stand-in the public references point at.
+ARM64_STAND_IN = "panorama-emulator/stand-in:arm64"
+#: What ``base-image --arch`` accepts.
+ARCHES: tuple[str, ...] = ("host", "arm64")
 #: Interpreter names of the real images, served by the stand-in's own Python (name -> what it links to).
 PYTHON_NAMES: dict[str, str] = {
     "python3.8": "/usr/bin/python3",
@@ -133,9 +160,10 @@ _REFERENCE = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
 )
 
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DEFAULT_CMD = ["python3"]
+# The host's pip configuration that the image takes (see emulator.builder.host_pip).
+_host_pip_settings = host_pip_settings
+_image_pip_conf = image_pip_conf
 
 
 def docker_client() -> docker.DockerClient:
@@ -217,69 +245,32 @@ def serving_hint(reference: str) -> str:
     return f"to build it FROM the offline stand-in: panorama-emulator base-image --tag {reference.strip()}"
 
 
-# --- host configuration baked into the image -----------------------------------------------------------
-
-
-def _host_pip_settings() -> dict[str, str]:
-    """The host's pip settings (config files, then PIP_* environment) that matter inside the image."""
-    parser = configparser.RawConfigParser()
-    files = [Path("/etc/xdg/pip/pip.conf"), Path("/etc/pip.conf"), Path.home() / ".pip" / "pip.conf"]
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    files.append((Path(xdg) if xdg else Path.home() / ".config") / "pip" / "pip.conf")
-    if os.environ.get("PIP_CONFIG_FILE"):
-        files.append(Path(os.environ["PIP_CONFIG_FILE"]))
-    with contextlib.suppress(configparser.Error):
-        parser.read([str(file) for file in files])
-    settings: dict[str, str] = {}
-    for section in ("global", "install"):
-        if parser.has_section(section):
-            settings.update({key: value for key, value in parser.items(section)})
-    for key in ("index-url", "extra-index-url", "trusted-host", "proxy", "cert", "timeout"):
-        value = os.environ.get("PIP_" + key.upper().replace("-", "_"))
-        if value:
-            settings[key] = value
-    return settings
-
-
-def _image_pip_conf(settings: dict[str, str]) -> str:
-    """The image's /etc/pip.conf: the CA bundle plus the network settings that make sense in a container."""
-    lines = ["[global]", f"cert = {IMAGE_CA_BUNDLE}"]
-
-    def urls(value: str) -> list[str]:
-        return [url for url in value.split() if url.startswith(("http://", "https://"))]
-
-    index = urls(settings.get("index-url", ""))
-    if index:
-        lines.append(f"index-url = {index[0]}")
-    extra = urls(settings.get("extra-index-url", ""))
-    if extra:
-        lines.append("extra-index-url = " + " ".join(extra))
-    if settings.get("trusted-host"):
-        lines.append("trusted-host = " + " ".join(settings["trusted-host"].split()))
-    proxy = settings.get("proxy") or os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
-    if proxy:
-        lines.append(f"proxy = {proxy}")
-    if settings.get("timeout"):
-        lines.append(f"timeout = {settings['timeout']}")
-    return "\n".join(lines) + "\n"
-
-
-def _host_ca_bundle(settings: dict[str, str]) -> bytes | None:
-    """The CA bundle the host's pip trusts (its ``cert`` setting, else the system bundle)."""
-    for candidate in (settings.get("cert"), os.environ.get("SSL_CERT_FILE"), str(HOST_CA_BUNDLE)):
-        if candidate and Path(candidate).is_file():
-            with contextlib.suppress(OSError):
-                return Path(candidate).read_bytes()
-    return None
-
-
 # --- the engine side -----------------------------------------------------------------------------------
 
 
-def _current_image(client: docker.DockerClient, wanted: Mapping[str, str]) -> Any | None:
-    """The ``latest`` image if it carries the wanted recipe and configuration labels."""
+def stand_in_reference(arch: str = "host") -> str:
+    """The reference that always names the stand-in of an architecture.
+
+    Args:
+        arch: ``host`` or a Debian architecture (``arm64``).
+
+    Returns:
+        ``public.ecr.aws/panorama/panorama-application:latest`` for the host's architecture,
+        ``panorama-emulator/stand-in:<arch>`` for another (:data:`ARM64_STAND_IN`).
+
+    Raises:
+        BaseImageError: an architecture the stand-in is not made for.
+    """
+    wanted = target_arch(arch)
+    if wanted == debian_arch():
+        return f"{BASE_IMAGE_REPOSITORY}:latest"
+    return f"panorama-emulator/stand-in:{wanted}"
+
+
+def _current_image(client: docker.DockerClient, wanted: Mapping[str, str], reference: str) -> Any | None:
+    """The image ``reference`` names if it carries the wanted recipe and configuration labels."""
     try:
-        image = client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest")
+        image = client.images.get(reference)
     except docker.errors.ImageNotFound:
         return None
     labels = image.labels or {}
@@ -365,15 +356,23 @@ def _context(files: Mapping[str, bytes]) -> io.BytesIO:
 
 
 def _build_final(
-    client: docker.DockerClient, parent: str, labels: dict[str, str], context: IO[bytes], progress: Progress
+    client: docker.DockerClient,
+    parent: str,
+    labels: dict[str, str],
+    context: IO[bytes],
+    progress: Progress,
+    *,
+    reference: str,
+    platform: str | None,
 ) -> str:
     task = progress.add_task("configuring the image", total=None)
     tail: list[str] = []
     image_id = ""
+    options: dict[str, Any] = {"platform": platform} if platform else {}
     try:
         for chunk in client.api.build(
-            fileobj=context, custom_context=True, tag=f"{BASE_IMAGE_REPOSITORY}:latest", labels=labels,
-            rm=True, forcerm=True, pull=False, network_mode="host", decode=True,
+            fileobj=context, custom_context=True, tag=reference, labels=labels,
+            rm=True, forcerm=True, pull=False, network_mode="host", decode=True, **options,
         ):  # fmt: skip
             if "error" in chunk:
                 raise BaseImageError(
@@ -389,14 +388,46 @@ def _build_final(
         raise EngineError(f"configuring the base image failed: {error}") from None
     progress.update(task, description="configuring the image: done", total=1, completed=1)
     if not image_id:
-        image_id = str(client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest").id)
+        image_id = str(client.images.get(reference).id)
     return image_id
 
 
-def _tag_all(client: docker.DockerClient, image_id: str, references: Sequence[str]) -> None:
-    for reference in dict.fromkeys([*STAND_IN_REFERENCES, *references]):
+def _names_a_real_image(client: docker.DockerClient, reference: str) -> bool:
+    """Whether ``reference`` names an image that is not the stand-in (pulled, or ``docker load``-ed)."""
+    try:
+        labels = (client.api.inspect_image(reference).get("Config") or {}).get("Labels")
+    except docker.errors.ImageNotFound:
+        return False
+    return not is_stand_in(labels)
+
+
+def _tag_all(
+    client: docker.DockerClient, image_id: str, references: Sequence[str], *, native: bool = True
+) -> list[str]:
+    """Point the stand-in's references at ``image_id``: all of them for the host's, the arm64 ones else.
+
+    A published reference that names a real image (pulled or loaded) is left to it, ``latest`` apart (it
+    is where the stand-in lives); ``references`` (``--tag``) are always taken. Returns those left alone.
+    """
+    own = STAND_IN_REFERENCES if native else ARM64_REFERENCES
+    left: list[str] = []
+    for reference in dict.fromkeys([*own, *references]):
+        keep = reference not in references and reference != f"{BASE_IMAGE_REPOSITORY}:latest"
+        if keep and _names_a_real_image(client, reference):
+            left.append(reference)
+            continue
         repository, tag = parse_repository_tag(reference)
         client.api.tag(image_id, repository, tag or "latest", force=True)
+    return left
+
+
+def _say_left(console: Console, left: Sequence[str]) -> None:
+    if left:
+        console.print(
+            f"left {', '.join(left)} as {'it is' if len(left) == 1 else 'they are'}: not the stand-in "
+            "(a pulled or docker load-ed image); docker rmi it for the stand-in to serve that name",
+            soft_wrap=True,
+        )
 
 
 def _tags_of(client: docker.DockerClient, image_id: str | None) -> list[str]:
@@ -422,18 +453,25 @@ def _locked(cache: Path) -> Iterator[None]:
 
 def ensure_base_image(
     *,
+    arch: str = "host",
     force: bool = False,
     tags: Sequence[str] = (),
     client: docker.DockerClient | None = None,
     console: Console | None = None,
 ) -> str:
-    """Make sure the stand-in base image exists under every reference in :data:`STAND_IN_REFERENCES`.
+    """Make sure the stand-in base image exists and the references in :data:`STAND_IN_REFERENCES` name it.
 
-    Does nothing but (re)tag (one line says so) when ``latest`` already carries the current recipe and
+    Does nothing but (re)tag (one line says so) when the stand-in already carries the current recipe and
     configuration. Otherwise imports the cached Debian rootfs (running debootstrap first if it is not cached)
     and configures it; references that pointed at the previous stand-in move to the new one.
 
+    ``arch="arm64"`` on another CPU builds the stand-in for the device's architecture, kept as
+    :data:`ARM64_STAND_IN`, and points :data:`ARM64_REFERENCES` (and ``tags``) at it; first it makes sure
+    qemu-user is registered with binfmt_misc with the F flag (registering it when root). ``arch="host"``
+    points every reference, the arm64 ones included, at the host's stand-in.
+
     Args:
+        arch: ``host`` (the default) or ``arm64``.
         force: rebuild the image even if it is up to date (the cached rootfs is reused).
         tags: further references to give the stand-in (``base-image --tag``), e.g. ``my-base:1.0``.
         client: the Docker client to use; by default one from the environment.
@@ -444,19 +482,28 @@ def ensure_base_image(
 
     Raises:
         EngineError: no engine answers, or it refused a request.
-        BaseImageError: a reference is not usable, debootstrap is missing or needs root, or a build step
-            failed.
+        BaseImageError: a reference or architecture is not usable, debootstrap or qemu-user-static is
+            missing, root is needed (debootstrap, binfmt registration), or a build step failed.
     """
     extra = [normalise_reference(tag) for tag in tags]
+    deb_arch = target_arch(arch)
+    native = deb_arch == debian_arch()
     console = console or Console(stderr=True, highlight=False)
+    if not native and ensure_binfmt(elf_machine_of(deb_arch)):
+        console.print(
+            f"registered qemu-user for {elf_machine_of(deb_arch)} programs with binfmt_misc (flag F)",
+            soft_wrap=True,
+        )
     client = client or docker_client()
     cache = cache_dir()
-    settings = _host_pip_settings()
-    pip_conf = _image_pip_conf(settings)
-    ca_bundle = _host_ca_bundle(settings)
-    key = recipe_key()
+    settings = host_pip_settings()
+    pip_conf = image_pip_conf(settings)
+    ca_bundle = host_ca_bundle(settings)
+    key = recipe_key(deb_arch)
     host_config = hashlib.sha256(pip_conf.encode() + b"\0" + (ca_bundle or b"")).hexdigest()[:16]
     parent = f"panorama-emulator/base-rootfs:{key}"
+    own = stand_in_reference(deb_arch)
+    platform = None if native else f"linux/{deb_arch}"
     files = _configuration(parent, pip_conf, ca_bundle)
     wanted = {
         LABEL_RECIPE: key,
@@ -464,19 +511,22 @@ def ensure_base_image(
         LABEL_CONFIGURATION: _configuration_key(files),
     }
     added = f"; also tagged {', '.join(extra)}" if extra else ""
+    pointed = "" if native else f"; {', '.join(ARM64_REFERENCES)} point at it"
     with _locked(cache):
         try:
-            current = None if force else _current_image(client, wanted)
+            current = None if force else _current_image(client, wanted, own)
             if current is not None:
-                _tag_all(client, str(current.id), extra)
+                _say_left(console, _tag_all(client, str(current.id), extra, native=native))
                 short = str(current.id)[7:19]
                 console.print(
-                    f"{BASE_IMAGE_REPOSITORY} is up to date ({short}, recipe {key}){added}", soft_wrap=True
+                    f"{own.rsplit(':', 1)[0] if native else own} is up to date ({short}, recipe {key})"
+                    f"{pointed}{added}",
+                    soft_wrap=True,
                 )
                 return str(current.id)
             previous = None
             with contextlib.suppress(docker.errors.ImageNotFound):
-                previous = str(client.images.get(f"{BASE_IMAGE_REPOSITORY}:latest").id)
+                previous = str(client.images.get(own).id)
         except docker.errors.DockerException as error:
             raise EngineError(f"the Docker engine refused a request: {error}") from None
         started = time.monotonic()
@@ -485,12 +535,18 @@ def ensure_base_image(
             TimeElapsedColumn(),
         )  # fmt: skip
         with Progress(*columns, console=console, transient=False) as progress:
-            tarball, versions = rootfs_tarball(cache, console, progress)
-            _import_rootfs(client, tarball, parent, progress)
+            tarball, versions = rootfs_tarball(cache, console, progress, arch=deb_arch)
+            if native:
+                _import_rootfs(client, tarball, parent, progress)
+            else:
+                load_rootfs(client, tarball, parent, deb_arch, progress)
+            architecture = (
+                f"{deb_arch} (the host's, for every tag)" if native else f"{deb_arch} (run through qemu-user)"
+            )
             labels = {
                 "org.opencontainers.image.title": "panorama-emulator stand-in for " + BASE_IMAGE_REPOSITORY,
                 "org.opencontainers.image.description": (
-                    "Offline stand-in built by panorama-emulator: Debian, not Ubuntu; host architecture; "
+                    f"Offline stand-in built by panorama-emulator: Debian, not Ubuntu; {architecture}; "
                     "no CUDA/TensorRT/Jetson libraries; panoramasdk is injected at run time"
                 ),
                 LABEL_STAND_IN: "true",
@@ -500,12 +556,15 @@ def ensure_base_image(
                 LABEL_PYTHON_NAMES: " ".join(name for name in PYTHON_NAMES if name.startswith("python")),
                 f"{LABEL_PREFIX}.numpy": versions.get("numpy", "?"),
                 f"{LABEL_PREFIX}.opencv": versions.get("opencv", "?"),
-                f"{LABEL_PREFIX}.architecture": f"{debian_arch()} (the host's, for every tag)",
+                f"{LABEL_PREFIX}.architecture": architecture,
             }
-            image_id = _build_final(client, parent, labels, _context(files), progress)
+            image_id = _build_final(
+                client, parent, labels, _context(files), progress, reference=own, platform=platform
+            )
         try:
-            moved = [tag for tag in _tags_of(client, previous) if tag not in STAND_IN_REFERENCES]
-            _tag_all(client, image_id, [*moved, *extra])
+            public = STAND_IN_REFERENCES if native else ARM64_REFERENCES
+            moved = [tag for tag in _tags_of(client, previous) if tag not in public and tag != own]
+            left = _tag_all(client, image_id, [*moved, *extra], native=native)
             # Only the tag goes: the configured image is built on top of this one.
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(parent, noprune=True)
@@ -515,10 +574,14 @@ def ensure_base_image(
         except docker.errors.DockerException as error:
             raise EngineError(f"the Docker engine refused a request: {error}") from None
     elapsed = time.monotonic() - started
+    _say_left(console, left)
+    if native:
+        names = f"{BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} and {SDKV1_REPOSITORY}:latest"
+    else:
+        names = f"{own} ({', '.join(ARM64_REFERENCES)})"
     console.print(
-        f"built the offline stand-in {BASE_IMAGE_REPOSITORY}:{{{','.join(BASE_IMAGE_TAGS)}}} and "
-        f"{SDKV1_REPOSITORY}:latest ({image_id[7:19]}, Debian {versions.get('debian', '?')}, "
-        f"Python {versions.get('python', '?')}) in {elapsed:.0f} s{added}",
+        f"built the offline stand-in {names} ({image_id[7:19]}, Debian {versions.get('debian', '?')} "
+        f"{deb_arch}, Python {versions.get('python', '?')}) in {elapsed:.0f} s{added}",
         soft_wrap=True,
     )
     return image_id

@@ -3,6 +3,10 @@
 ``rootfs_tarball`` returns ``<cache>/rootfs-<recipe>.tar.gz`` (and the Debian, Python, NumPy and OpenCV
 versions found in it), running debootstrap only when no tarball of the current recipe is cached. Making one
 needs root and ``debootstrap``; importing and configuring it is :mod:`emulator.builder.base_image`'s business.
+
+A rootfs for another architecture (``arm64`` on an x86_64 host: the device's) is made the same way,
+``debootstrap --arch``, its programs run through qemu-user registered with binfmt_misc (see
+:mod:`emulator.builder.qemu`), and cached as ``<cache>/rootfs-<arch>-<recipe>.tar.gz`` beside the host's.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ __all__ = [
     "cache_dir",
     "debian_arch",
     "debian_mirror",
+    "elf_machine_of",
     "recipe_key",
     "rootfs_tarball",
+    "target_arch",
 ]
 
 RECIPE_VERSION = "1"
@@ -63,6 +69,8 @@ _DEBIAN_CODENAMES = frozenset(
 )
 # debootstrap lives in /usr/sbin, which is not on a normal user's PATH.
 _DEBOOTSTRAP_FALLBACKS = (Path("/usr/sbin/debootstrap"), Path("/sbin/debootstrap"))
+# Debian architecture -> ELF machine (PyPI's wheel platform tags and uname -m use the latter).
+_ELF_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 _CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Removed after debootstrap (globs): package caches, indexes, logs, documentation and translations nothing
 # reads at run time. Copyright files, glibc's locale.alias and apt's directories stay.
@@ -106,8 +114,43 @@ def debian_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386"}.get(machine, machine)
 
 
-def recipe_key() -> str:
+def target_arch(arch: str = "host") -> str:
+    """Return the Debian architecture a stand-in is built for.
+
+    Args:
+        arch: ``host`` (this machine's) or a Debian architecture name such as ``arm64``.
+
+    Returns:
+        The Debian architecture name (``amd64``, ``arm64``...).
+
+    Raises:
+        BaseImageError: an architecture the stand-in is not made for.
+    """
+    if arch == "host":
+        return debian_arch()
+    if arch not in _ELF_MACHINES:
+        known = ", ".join(sorted(_ELF_MACHINES))
+        raise BaseImageError(f"the stand-in cannot be built for {arch!r}: use host or one of {known}")
+    return arch
+
+
+def elf_machine_of(arch: str) -> str:
+    """Return the ELF (``uname -m``) name of a Debian architecture: ``arm64`` -> ``aarch64``.
+
+    Args:
+        arch: a Debian architecture name.
+
+    Returns:
+        The machine name; the argument itself when there is no mapping.
+    """
+    return _ELF_MACHINES.get(arch, arch)
+
+
+def recipe_key(arch: str | None = None) -> str:
     """Return the key of the rootfs recipe: it changes whenever the cached tarball would differ.
+
+    Args:
+        arch: the rootfs's Debian architecture; the host's by default.
 
     Returns:
         16 hex digits.
@@ -117,7 +160,7 @@ def recipe_key() -> str:
         "suite": DEBIAN_SUITE,
         "packages": DEBIAN_PACKAGES,
         "opencv": OPENCV_REQUIREMENT,
-        "arch": debian_arch(),
+        "arch": arch or debian_arch(),
         "trim": _TRIM,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -219,23 +262,24 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _download_opencv(wheels: Path, console: Console) -> Path:
-    """Fetch the headless OpenCV wheel for the image's Python with the host's pip (and its settings)."""
+def _download_opencv(wheels: Path, console: Console, machine: str) -> Path:
+    """Fetch the headless OpenCV wheel for the image's Python and CPU with the host's pip and its settings."""
     name = OPENCV_REQUIREMENT.split("==")[0].replace("-", "_")
     version = OPENCV_REQUIREMENT.split("==")[1]
-    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    pattern = f"{name}-{version}-*_{machine}.whl"
+    found = sorted(wheels.glob(pattern))
     if found:
         return found[0]
     wheels.mkdir(parents=True, exist_ok=True)
-    console.print(f"fetching {OPENCV_REQUIREMENT} with the host's pip", soft_wrap=True)
+    console.print(f"fetching {OPENCV_REQUIREMENT} ({machine}) with the host's pip", soft_wrap=True)
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check",
-        "--platform", f"manylinux2014_{platform.machine()}", "--python-version", DEBIAN_PYTHON,
+        "--platform", f"manylinux2014_{machine}", "--python-version", DEBIAN_PYTHON,
         "--implementation", "cp", "-d", str(wheels), OPENCV_REQUIREMENT,
     ]  # fmt: skip
     _run(command, f"pip download {OPENCV_REQUIREMENT}")
-    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    found = sorted(wheels.glob(pattern))
     if not found:
         raise BaseImageError(f"pip download {OPENCV_REQUIREMENT} left no wheel in {wheels}")
     return found[0]
@@ -247,14 +291,15 @@ def _chroot(root: Path, command: list[str], what: str) -> list[str]:
     return _run(["chroot", str(root), *command], what, env=env)
 
 
-def _debootstrap(root: Path, mirror: str, progress: Progress) -> None:
+def _debootstrap(root: Path, mirror: str, progress: Progress, arch: str | None = None) -> None:
+    arch = arch or debian_arch()
     exe = shutil.which("debootstrap") or next((str(p) for p in _DEBOOTSTRAP_FALLBACKS if p.exists()), None)
     if exe is None:
         raise BaseImageError("debootstrap is not installed: apt-get install debootstrap")
-    task = progress.add_task(f"debootstrap {DEBIAN_SUITE}", total=None)
+    task = progress.add_task(f"debootstrap {DEBIAN_SUITE} ({arch})", total=None)
     command = [
-        exe, "--variant=minbase", "--components=main", "--include=" + ",".join(DEBIAN_PACKAGES),
-        DEBIAN_SUITE, str(root), mirror,
+        exe, "--variant=minbase", "--components=main", f"--arch={arch}",
+        "--include=" + ",".join(DEBIAN_PACKAGES), DEBIAN_SUITE, str(root), mirror,
     ]  # fmt: skip
 
     def on_line(line: str) -> None:
@@ -342,13 +387,33 @@ def _tar_rootfs(root: Path, dest: Path, progress: Progress) -> None:
     progress.update(task, completed=len(entries))
 
 
-def rootfs_tarball(cache: Path, console: Console, progress: Progress) -> tuple[Path, dict[str, str]]:
+def _tarball_name(arch: str, key: str) -> str:
+    """``rootfs-<key>.tar.gz`` for the host's architecture, ``rootfs-<arch>-<key>.tar.gz`` for another."""
+    return f"rootfs-{key}.tar.gz" if arch == debian_arch() else f"rootfs-{arch}-{key}.tar.gz"
+
+
+def _stale_tarballs(cache: Path, arch: str, keep: Path) -> list[Path]:
+    """Cached tarballs of older recipes for the same architecture (other architectures' are kept)."""
+    prefix = "rootfs-" if arch == debian_arch() else f"rootfs-{arch}-"
+    found = []
+    for path in cache.glob(prefix + "*.tar.gz"):
+        key = path.name[len(prefix) : -len(".tar.gz")]
+        if path != keep and len(key) == 16 and all(c in "0123456789abcdef" for c in key):
+            found.append(path)
+    return found
+
+
+def rootfs_tarball(
+    cache: Path, console: Console, progress: Progress, *, arch: str | None = None
+) -> tuple[Path, dict[str, str]]:
     """Return the cached rootfs tarball of the current recipe, making it with debootstrap if absent.
 
     Args:
-        cache: the cache directory (it holds ``rootfs-<recipe>.tar.gz``, ``.json`` and ``wheels/``).
+        cache: the cache directory (it holds ``rootfs-[<arch>-]<recipe>.tar.gz``, ``.json`` and ``wheels/``).
         console: where one-line messages go.
         progress: the progress display the steps add their tasks to.
+        arch: the Debian architecture (``arm64``); the host's by default. Another architecture than the
+            host's needs qemu-user registered with binfmt_misc (:func:`emulator.builder.qemu.ensure_binfmt`).
 
     Returns:
         The tarball's path and the versions found in it (``debian``, ``python``, ``numpy``, ``opencv``).
@@ -356,28 +421,30 @@ def rootfs_tarball(cache: Path, console: Console, progress: Progress) -> tuple[P
     Raises:
         BaseImageError: not root, debootstrap missing, or a step failed (with the step's last lines).
     """
-    key = recipe_key()
-    tarball = cache / f"rootfs-{key}.tar.gz"
-    meta = cache / f"rootfs-{key}.json"
+    arch = arch or debian_arch()
+    key = recipe_key(arch)
+    tarball = cache / _tarball_name(arch, key)
+    meta = tarball.with_suffix("").with_suffix(".json")
     if tarball.is_file() and meta.is_file():
         with contextlib.suppress(OSError, ValueError):
             versions = json.loads(meta.read_text())
             if isinstance(versions, dict):
                 return tarball, {str(k): str(v) for k, v in versions.items()}
+    flag = "" if arch == debian_arch() else f" --arch {arch}"
     if os.geteuid() != 0:
         raise BaseImageError(
-            "debootstrap needs root: run `sudo panorama-emulator base-image` once "
-            f"(no cached rootfs in {cache})"
+            f"debootstrap needs root: run `sudo panorama-emulator base-image{flag}` once "
+            f"(no cached {arch} rootfs in {cache})"
         )
     mirror = debian_mirror()
     console.print(
-        f"building the Debian {DEBIAN_SUITE} rootfs from {mirror} (cached in {cache})", soft_wrap=True
+        f"building the Debian {DEBIAN_SUITE} {arch} rootfs from {mirror} (cached in {cache})", soft_wrap=True
     )
-    wheel = _download_opencv(cache / "wheels", console)
+    wheel = _download_opencv(cache / "wheels", console, elf_machine_of(arch))
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
     try:
         root = work / "root"
-        _debootstrap(root, mirror, progress)
+        _debootstrap(root, mirror, progress, arch)
         task = progress.add_task("installing headless OpenCV", total=None)
         versions = _finish_rootfs(root, wheel)
         progress.update(task, total=1, completed=1)
@@ -385,8 +452,7 @@ def rootfs_tarball(cache: Path, console: Console, progress: Progress) -> tuple[P
         meta.write_text(json.dumps(versions, indent=2) + "\n")
     finally:
         _remove_tree(work)
-    for stale in cache.glob("rootfs-*.tar.gz"):
-        if stale != tarball:
-            stale.unlink(missing_ok=True)
-            stale.with_suffix("").with_suffix(".json").unlink(missing_ok=True)
+    for stale in _stale_tarballs(cache, arch, tarball):
+        stale.unlink(missing_ok=True)
+        stale.with_suffix("").with_suffix(".json").unlink(missing_ok=True)
     return tarball, versions

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from emulator.builder.base_image import (
+    ARM64_STAND_IN,
     BASE_IMAGE_REPOSITORY,
     LABEL_PYTHON,
     LABEL_PYTHON_NAMES,
@@ -25,6 +26,7 @@ from emulator.builder.base_image import (
 )
 from emulator.builder.docker_build import ImageBuilder, ImageInfo
 from emulator.builder.dockerfile import Instruction
+from emulator.device.arch import host_machine
 
 __all__ = [
     "StandInBases",
@@ -47,10 +49,12 @@ class StandInBases:
     Args:
         infos: base reference -> its local image, for the bases that carry the stand-in's label.
         stand_in_id: the id of the stand-in itself (``...:latest``), if the engine has it.
+        arm64_id: the id of the arm64 stand-in (``base-image --arch arm64``), if the engine has it.
     """
 
     infos: Mapping[str, ImageInfo]
     stand_in_id: str | None
+    arm64_id: str | None = None
 
     @classmethod
     def find(cls, builder: ImageBuilder, bases: Sequence[str]) -> StandInBases:
@@ -69,7 +73,10 @@ class StandInBases:
             if info is not None and is_stand_in(info.labels):
                 infos[ref] = info
         stand_in = builder.image(f"{BASE_IMAGE_REPOSITORY}:latest") if infos else None
-        return cls(infos, stand_in.id if stand_in is not None else None)
+        arm64 = builder.image(ARM64_STAND_IN) if infos else None
+        return cls(
+            infos, stand_in.id if stand_in is not None else None, arm64.id if arm64 is not None else None
+        )
 
     @property
     def python(self) -> str | None:
@@ -86,11 +93,13 @@ class StandInBases:
             return None
         named = []
         for ref, info in self.infos.items():
-            itself = info.id == self.stand_in_id
+            itself = info.id in (self.stand_in_id, self.arm64_id)
             named.append(ref if itself else f"{ref} (built on it)")
         info = next(iter(self.infos.values()))
         python = info.labels.get(LABEL_PYTHON, "?")
         arch = info.architecture or "the host's architecture"
+        if info.architecture in ("arm64", "aarch64") and host_machine() != "aarch64":
+            arch += " through qemu-user"
         return (
             f"the offline stand-in serves {', '.join(named)} (Debian, Python {python}, {arch}, no Jetson "
             f"libraries; see {_DOCS})"

@@ -25,6 +25,7 @@ from emulator.device.limits import limits_in_force
 from emulator.device.netstack import app_resolver
 from emulator.device.network import PortForwarder, Route, open_routes, routed_ports
 from emulator.device.options import ApplianceOptions
+from emulator.device.records import clear_sandbox_records, record_sandbox
 from emulator.device.sandbox import (
     DEFAULT_PATH,
     SDK_MOUNT,
@@ -101,6 +102,9 @@ class Appliance:
         ProjectError: the project, graph or a package is missing or unusable.
         ManifestError: a manifest is invalid (every problem listed).
         DeviceError: a bad device name, mode, network or camera node.
+
+    ``overlays`` changes the next boot (``emulator.dev`` sets it once the assets are unpacked): it maps a code
+    node to ``(host path, image path)`` read-only binds laid over its root filesystem.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Appliance:
         self._launcher = launcher
         self._echo = _Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
+        self._machines: dict[str, str] = {}  # code node -> its rootfs's CPU (aarch64 runs through qemu-user)
         self._hdmi: Any = None
         self._hdmi_made = False
         self._boot: _Boot | None = None
@@ -138,6 +143,7 @@ class Appliance:
         self._lock = threading.RLock()
         self.limits_line = ""
         """Which app limits are in force, as the last boot said it (``limits.limits_in_force``)."""
+        self.overlays: dict[str, tuple[tuple[Path, str], ...]] = {}
 
     @property
     def device(self) -> str:
@@ -212,7 +218,9 @@ class Appliance:
             self._hdmi_made = True
             from runtime.media.hdmi import HdmiSink
 
-            self._hdmi = HdmiSink(out_dir=self.options.hdmi_out, record=self.options.hdmi_record)
+            self._hdmi = HdmiSink(
+                out_dir=self.options.hdmi_out, record=self.options.hdmi_record, every=self.options.hdmi_every
+            )
         return self._hdmi
 
     @property
@@ -248,7 +256,8 @@ class Appliance:
             )
             rootfs = self.store.rootfs(node.asset_uri, progress=not self.options.quiet)
             search_path = self._base_env(node)["PATH"]
-            arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
+            machine = arch.check_architecture(rootfs, node.descriptor.path, search_path, node=node.name)
+            self._machines[node.name] = machine
             unpacked[node.name] = rootfs
         for model in self.plan.models:
             try:
@@ -308,6 +317,7 @@ class Appliance:
             started = time.monotonic()
             self.quiet_point = None
             run_dir = self.store.reset_run_dir()
+            clear_sandbox_records(self.store.root)
             etc = etc_files(self.store.root, self.device)
             if self.options.network == "app":
                 etc = app_resolver(etc, self.store.root / "etc")
@@ -331,7 +341,11 @@ class Appliance:
                     if node.starts_at_boot
                 ]
                 supervisor = Supervisor(
-                    services, backoff=self.options.backoff, grace=self.options.grace_period, echo=self._echo
+                    services,
+                    backoff=self.options.backoff,
+                    grace=self.options.grace_period,
+                    echo=self._echo,
+                    restart_on_exit=self.options.restart_on_exit,
                 )
                 supervisor.start()
                 routes, forwarders = open_routes(
@@ -381,7 +395,28 @@ class Appliance:
             self.shutdown(grace)
             self.boot()
 
+    def restart_node(self, node: str, grace: float | None = None) -> None:
+        """Restart one code node as the device restarts an app's process: storage and logs kept, its
+        temporary paths empty again, the rest of the application running on.
+
+        Args:
+            node: a code node started at boot.
+            grace: seconds between SIGTERM and SIGKILL (default ``grace_period``).
+
+        Raises:
+            DeviceError: the appliance is off or ``node`` is not one of its running code nodes.
+            SandboxError: the new sandbox could not start (the node stays stopped).
+        """
+        self._code_node(node)
+        boot = self._require_boot()
+        try:
+            boot.supervisor.restart(node, self.options.grace_period if grace is None else grace)
+        except EmulatorError as error:
+            error.node = error.node or node
+            raise
+
     def _power_off(self, boot: _Boot) -> None:
+        clear_sandbox_records(self.store.root)
         boot.runtime.stop()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
@@ -491,7 +526,9 @@ class Appliance:
 
         Returns:
             ``{"device", "app", "state" (on | off), "boots", "uptime_s", "mode", "network", "routes",
-            "nodes": {node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "launch"}}}``; after a
+            "nodes": {node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "launch", "arch",
+            "emulated"}}}``; ``arch`` is the CPU the node's rootfs is built for (``aarch64``, ``x86_64``;
+            None before the first deploy) and ``emulated`` whether it runs through qemu-user. After a
             shutdown the nodes are those of the last boot.
         """
         boot = self._boot or self._last
@@ -503,6 +540,9 @@ class Appliance:
             }  # fmt: skip
             entry.update(supervised.get(plan.name, {}))
             entry["launch"] = plan.launch
+            machine = self._machines.get(plan.name)
+            entry["arch"] = machine
+            entry["emulated"] = arch.runs_emulated(machine)
             nodes[plan.name] = entry
         return {
             "device": self.device,
@@ -576,7 +616,7 @@ class Appliance:
         rootfs = self._rootfs[node.name]
         ro_files = tuple(
             (source, target) for target, source in etc.items() if (rootfs / target.lstrip("/")).is_file()
-        )
+        ) + self.overlays.get(node.name, ())
         descriptor = node.descriptor
         command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
         logs_dir = self.store.logs_dir(self.app, node.name)
@@ -596,6 +636,8 @@ class Appliance:
             limits=self.options.limits,
             name=node.name,
         )
+
+        record_sandbox(self.store.root, node.name, spec)
 
         def launch() -> LaunchedProcess:
             try:

@@ -17,12 +17,14 @@ from emulator.errors import SandboxError
 
 __all__ = [
     "ELF_MACHINES",
+    "binfmt_entry_handles",
     "binfmt_handles",
     "check_architecture",
     "elf_machine",
     "find_program",
     "host_machine",
     "resolve_in_rootfs",
+    "runs_emulated",
 ]
 
 # ELF e_machine values of the architectures an app image may be built for.
@@ -146,16 +148,41 @@ def binfmt_handles(machine: str) -> bool:
         True when ``/proc/sys/fs/binfmt_misc/qemu-<machine>`` is enabled with flag F.
     """
     name = _QEMU_NAMES.get(machine)
-    if name is None:
-        return False
+    return name is not None and binfmt_entry_handles(_BINFMT_DIR / name)
+
+
+def binfmt_entry_handles(entry: Path) -> bool:
+    """Whether a binfmt_misc entry file says enabled, with the F flag.
+
+    Args:
+        entry: such as ``/proc/sys/fs/binfmt_misc/qemu-aarch64``.
+
+    Returns:
+        True when it exists, is enabled and has flag F.
+    """
     try:
-        text = (_BINFMT_DIR / name).read_text()
+        text = entry.read_text()
     except OSError:
         return False
     lines = text.splitlines()
     enabled = bool(lines) and lines[0].strip() == "enabled"
     flags = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("flags:")), "")
     return enabled and "F" in flags
+
+
+def runs_emulated(machine: str | None) -> bool:
+    """Whether programs of ``machine`` run here through qemu-user rather than on this CPU.
+
+    Args:
+        machine: what :func:`check_architecture` returned (``aarch64``, ``x86_64``, ``unknown``...).
+
+    Returns:
+        True for a known architecture other than the host's (and other than i386 on an x86_64 host).
+    """
+    host = host_machine()
+    if machine in (None, "unknown", host) or (host == "x86_64" and machine == "i386"):
+        return False
+    return machine in _QEMU_NAMES
 
 
 def check_architecture(rootfs: Path, program: str, search_path: str, *, node: str | None = None) -> str:
@@ -196,9 +223,11 @@ def check_architecture(rootfs: Path, program: str, search_path: str, *, node: st
         return machine
     if binfmt_handles(machine):
         return machine
+    registered = (_BINFMT_DIR / _QEMU_NAMES[machine]).exists() if machine in _QEMU_NAMES else False
+    why = "is registered without the F flag sandboxes need" if registered else "is not registered"
     raise SandboxError(
-        f"the app's root filesystem is built for {machine} and this machine is {host}: "
-        "install qemu-user-static and binfmt-support "
-        f"(sudo apt-get install qemu-user-static binfmt-support) to run {machine} apps through qemu",
+        f"the app's root filesystem is built for {machine} and this machine is {host}, where qemu-user "
+        f"{why}: install qemu-user-static (sudo apt-get install qemu-user-static) and run "
+        "`sudo panorama-emulator base-image --arch arm64`, which registers it with binfmt_misc (flag F)",
         node=node,
     )

@@ -45,6 +45,8 @@ class ApplianceOptions:
             ``host`` (the apps share the host's network, unlike a device) or ``none`` (loopback only).
         hdmi_out: a folder where the HDMI sink keeps ``last.png``.
         hdmi_record: an MP4 file that records every screen the HDMI output shows.
+        hdmi_every: also keep every K-th HDMI screen in ``hdmi_out`` as ``hdmi-<n>.png`` (n counts screens
+            from 1); needs ``hdmi_out``.
         quiet: do not echo app output to the terminal (it still goes to ``console_output``).
         grace_period: seconds between SIGTERM and SIGKILL at shutdown.
         quiet_timeout: in lockstep, the most seconds ``wait_for_frames`` waits after the last frame for every
@@ -52,6 +54,8 @@ class ApplianceOptions:
         backoff: restart policy for nodes that end.
         inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
         limits: memory and process limits of each app (see ``emulator.device.limits``).
+        restart_on_exit: restart a node that ends, with ``backoff``; False leaves it stopped until
+            ``Appliance.restart_node`` (``dev`` waits for the next save).
 
     Raises:
         DeviceError: a bad mode, network, grace period or quiet timeout.
@@ -66,12 +70,14 @@ class ApplianceOptions:
     network: str = "app"
     hdmi_out: Path | None = None
     hdmi_record: Path | None = None
+    hdmi_every: int | None = None
     quiet: bool = False
     grace_period: float = 3.0
     quiet_timeout: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     inbound_host: str = "127.0.0.1"
     limits: Limits = field(default_factory=Limits)
+    restart_on_exit: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,6 +88,10 @@ class ApplianceOptions:
             raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {self.quiet_timeout}")
         if not (self.grace_period >= 0 and math.isfinite(self.grace_period)):
             raise DeviceError(f"grace_period must be a number of seconds >= 0, not {self.grace_period}")
+        if self.hdmi_every is not None and (self.hdmi_every < 1 or self.hdmi_out is None):
+            raise DeviceError(
+                f"keeping every K-th HDMI screen needs --hdmi-out and K >= 1, found K={self.hdmi_every}"
+            )
         # Paths given as strings become Paths; the cameras are copied so the caller's dict cannot change them.
         for name in ("state_dir", "graph", "override", "hdmi_out", "hdmi_record"):
             object.__setattr__(self, name, _path(getattr(self, name)))

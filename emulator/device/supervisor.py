@@ -163,6 +163,14 @@ class ExitRecord:
 
 
 @dataclass
+class _RestartRequest:
+    name: str
+    grace: float
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass
 class _Node:
     service: Service
     console: RotatingLog
@@ -189,6 +197,8 @@ class Supervisor:
         echo: called with (node, line) for every line of output; None keeps the terminal quiet.
         log_max_bytes: rotate ``console_output`` at this size.
         log_keep: rotated ``console_output`` files to keep.
+        restart_on_exit: restart a node that ended on its own (with backoff); when False it stays stopped
+            until :meth:`restart` (``dev`` waits for the next save).
     """
 
     def __init__(
@@ -200,6 +210,7 @@ class Supervisor:
         echo: Callable[[str, str], None] | None = None,
         log_max_bytes: int = 10 * MiB,
         log_keep: int = 3,
+        restart_on_exit: bool = True,
     ) -> None:
         names = [service.name for service in services]
         if len(set(names)) != len(names):
@@ -218,6 +229,8 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
+        self.restart_on_exit = restart_on_exit
+        self._restarts: list[_RestartRequest] = []
 
     # --- control --------------------------------------------------------------------------------------------
 
@@ -265,6 +278,33 @@ class Supervisor:
             for reader in node.readers:
                 reader.join(timeout=5)
             node.console.close()
+
+    def restart(self, name: str, grace: float | None = None) -> None:
+        """Restart one node now: SIGTERM, up to ``grace`` seconds, SIGKILL, then a new instance at once.
+
+        The backoff of the node starts again. Returns once the new instance is running.
+
+        Args:
+            name: the node.
+            grace: seconds between SIGTERM and SIGKILL; the supervisor's ``grace`` when None.
+
+        Raises:
+            DeviceError: no such node, or the supervisor is not running.
+            EmulatorError: the new instance could not be launched (the node stays stopped).
+        """
+        if name not in self._nodes:
+            raise DeviceError(f"no such node {name!r} in this boot")
+        request = _RestartRequest(name, self.grace if grace is None else grace)
+        with self._cond:
+            if self._request is not None or not self.running:
+                raise DeviceError("the appliance is stopping: the node cannot restart")
+            self._restarts.append(request)
+            self._cond.notify_all()
+        while not request.done.wait(0.1):
+            if not self.running:
+                raise DeviceError("the appliance stopped before the node restarted")
+        if request.error is not None:
+            raise request.error
 
     @property
     def running(self) -> bool:
@@ -343,15 +383,21 @@ class Supervisor:
         self._started.set()
         while True:
             with self._cond:
-                if self._request is None and not self._exited:
+                if self._request is None and not self._exited and not self._restarts:
                     self._cond.wait(timeout=self._next_wakeup())
                 request = self._request
                 exited, self._exited = self._exited, []
+                restarts, self._restarts = self._restarts, []
             for node, code, process in exited:
                 self._record_exit(node, code, process, expected=False)
             if request is not None:
+                for asked in restarts:
+                    asked.error = DeviceError("the appliance is stopping: the node cannot restart")
+                    asked.done.set()
                 self._shutdown(request == "kill")
                 return
+            for asked in restarts:
+                self._restart_now(asked)
             now = time.monotonic()
             for node in self._nodes.values():
                 if node.state == "backoff" and node.next_start <= now:
@@ -390,6 +436,43 @@ class Supervisor:
             node.failures += 1
             self._schedule(node)
 
+    def _restart_now(self, asked: _RestartRequest) -> None:
+        node = self._nodes[asked.name]
+        try:
+            process = node.process
+            if process is not None:
+                process.terminate()
+                self._reap_node(node, asked.grace)
+                if node.process is not None:
+                    node.process.kill()
+                    self._reap_node(node, 10.0)
+            node.failures = 0
+            node.restarts += 1
+            try:
+                self._spawn(node)
+            except BaseException:
+                with self._cond:
+                    node.state = "stopped"
+                raise
+        except BaseException as error:  # handed to restart()'s caller, in its thread
+            asked.error = error
+        finally:
+            asked.done.set()
+
+    def _reap_node(self, node: _Node, timeout: float) -> None:
+        """Wait for ``node``'s instance to end (an expected exit); others that end meanwhile are recorded."""
+        deadline = time.monotonic() + timeout
+        while node.process is not None:
+            with self._cond:
+                if not self._exited:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._cond.wait(timeout=remaining)
+                exited, self._exited = self._exited, []
+            for other, code, process in exited:
+                self._record_exit(other, code, process, expected=other is node)
+
     def _schedule(self, node: _Node) -> None:
         delay = self.backoff.delay(node.failures)
         with self._cond:
@@ -405,7 +488,7 @@ class Supervisor:
         delay: float | None = None
         if not expected:
             node.failures = 1 if ran_for >= self.backoff.stable_after else node.failures + 1
-            delay = self.backoff.delay(node.failures)
+            delay = self.backoff.delay(node.failures) if self.restart_on_exit else None
         cause = getattr(process, "end_cause", None)
         record = ExitRecord(
             code, node.instance, round(ran_for, 3), time.time(), expected, last_line, delay, cause
@@ -421,7 +504,8 @@ class Supervisor:
                 "node %s exited with status %d after %.1f s%s",
                 node.service.name, code, ran_for, f" ({cause})" if cause else "",
             )  # fmt: skip
-            self._schedule(node)
+            if self.restart_on_exit:
+                self._schedule(node)
 
     def _shutdown(self, power_cut: bool) -> None:
         with self._cond:

@@ -85,6 +85,8 @@ class CameraSource(abc.ABC):
         fps: frames per second the source is meant to be played at (the caller paces; ``read()`` does not
             wait).
         size: ``(width, height)`` of the frames (of the first frame for a folder of images of several sizes).
+        codec: what the frames are decoded from (a video codec's four-character code, image file types,
+            ``synthetic``), empty when unknown.
         live: True when frames arrive on their own schedule (a network stream): frames not taken in time are
             dropped, and ``dropped`` counts them.
     """
@@ -94,6 +96,7 @@ class CameraSource(abc.ABC):
     fps: float
     size: tuple[int, int]
     live: bool = False
+    codec: str = ""
 
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock

@@ -1,6 +1,7 @@
 """Camera sources read through OpenCV: video files, folders of images, and network streams.
 
-Video files and folders loop at their end. Network streams (``rtsp://``, ``http://`` ...) go through
+Video files and folders loop at their end; a video file can be limited to frames ``start`` to ``stop``,
+taking every ``step``-th. Network streams (``rtsp://``, ``http://`` ...) go through
 OpenCV's FFmpeg backend; a thread takes frames as they arrive, as a camera on the appliance would, so a
 reader that falls behind gets the newest frame and the ones it missed are counted as dropped. A stream
 that breaks is reopened with backoff.
@@ -38,7 +39,7 @@ def _sane_fps(value: float, fallback: float = _DEFAULT_FPS) -> float:
 
 
 class VideoFileSource(CameraSource):
-    """A video file played in a loop.
+    """A video file played in a loop, optionally only frames ``start`` to ``stop`` taking every ``step``-th.
 
     Args:
         path: the video file.
@@ -46,9 +47,12 @@ class VideoFileSource(CameraSource):
         uri: what ``uri`` reports (defaults to the path).
         fps: a frame rate to report instead of the file's own.
         clock: the wall clock used for timestamps.
+        start: the first frame played (0 is the file's first), again at every loop.
+        stop: the frame the loop ends before (None: the end of the file).
+        step: play every ``step``-th frame from ``start`` (the others are skipped, not shown).
 
     Raises:
-        SourceError: the file does not exist, cannot be decoded, or holds no frame.
+        SourceError: the file does not exist, cannot be decoded, holds no frame, or has no frame at ``start``.
     """
 
     def __init__(
@@ -59,20 +63,32 @@ class VideoFileSource(CameraSource):
         uri: str | None = None,
         fps: float | None = None,
         clock: Clock = time.time,
+        start: int = 0,
+        stop: int | None = None,
+        step: int = 1,
     ) -> None:
         super().__init__(clock=clock)
         self.path = Path(path)
         self.name = name
         self.uri = uri if uri is not None else str(path)
+        if start < 0 or step < 1 or (stop is not None and stop <= start):
+            raise self.error(
+                f"expected 0 <= start < stop and step >= 1, found start={start} stop={stop} step={step}"
+            )
+        self.start, self.stop, self.step = start, stop, step
         if not self.path.is_file():
             raise self.error("no such video file")
-        self._capture = self._open()
-        ok, first = self._capture.read()
-        if not ok or first is None:
+        self._position = 0
+        self._capture = self._rewind()
+        first = self._read_frame()
+        if first is None:
             self._capture.release()
+            if start:
+                raise self.error(f"the video file has no frame at start={start} (it is shorter)")
             raise self.error("the video file holds no frame OpenCV can decode")
         self._pending: np.ndarray | None = first
         self.fps = float(fps) if fps else _sane_fps(self._capture.get(cv2.CAP_PROP_FPS))
+        self.codec = _fourcc(self._capture)
         self.size = (first.shape[1], first.shape[0])
         self.loops = 0
 
@@ -83,23 +99,53 @@ class VideoFileSource(CameraSource):
             raise self.error("cannot open the video file (not a video OpenCV's FFmpeg can read)")
         return capture
 
-    def _next_image(self, index: int, out: np.ndarray | None) -> np.ndarray:
-        if self._pending is not None:
-            image, self._pending = self._pending, None
-            return self._deliver(image, out)
+    def _rewind(self) -> cv2.VideoCapture:
+        """Open the file at frame ``start`` (frames before it are grabbed, not decoded to images)."""
+        capture = self._open()
+        for _ in range(self.start):
+            if not capture.grab():
+                break
+        self._position = self.start
+        return capture
+
+    def _read_frame(self) -> np.ndarray | None:
+        """The frame at the current position, then skip ``step - 1``; None at ``stop`` or the end."""
+        if self.stop is not None and self._position >= self.stop:
+            return None
         ok, image = self._capture.read()
         if not ok or image is None:
-            # End of file: start again. Reopening is more reliable than seeking for every container.
+            return None
+        self._position += 1
+        for _ in range(self.step - 1):
+            if (self.stop is not None and self._position >= self.stop) or not self._capture.grab():
+                break
+            self._position += 1
+        return image
+
+    def _next_image(self, index: int, out: np.ndarray | None) -> np.ndarray:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return self._deliver(pending, out)
+        image = self._read_frame()
+        if image is None:
+            # End of the range: start again. Reopening is more reliable than seeking for every container.
             self._capture.release()
-            self._capture = self._open()
+            self._capture = self._rewind()
             self.loops += 1
-            ok, image = self._capture.read()
-            if not ok or image is None:
+            image = self._read_frame()
+            if image is None:
                 raise self.error("the video file could not be read again from its start")
         return self._deliver(image, out)
 
     def _release(self) -> None:
         self._capture.release()
+
+
+def _fourcc(capture: cv2.VideoCapture) -> str:
+    """The codec's four-character code as FFmpeg reports it (``h264``, ``MJPG``...), or empty."""
+    code = int(capture.get(cv2.CAP_PROP_FOURCC) or 0)
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ")
+    return text if text.isprintable() else ""
 
 
 class ImageFolderSource(CameraSource):
@@ -157,6 +203,7 @@ class ImageFolderSource(CameraSource):
         self._cached_bytes = 0
         first = self._load(0)
         self.size = (first.shape[1], first.shape[0])
+        self.codec = "/".join(sorted({item.suffix.lower().lstrip(".") for item in self.files}))
 
     def _load(self, position: int) -> np.ndarray:
         cached = self._cache.get(position)
@@ -241,6 +288,7 @@ class StreamSource(CameraSource):
             capture.release()
             raise self.error("the camera stream opened but gave no frame")
         self.fps = float(fps) if fps else _sane_fps(capture.get(cv2.CAP_PROP_FPS))
+        self.codec = _fourcc(capture)
         self.size = (first.shape[1], first.shape[0])
         self._latest, self._latest_seq = first, 1
         self._thread = threading.Thread(target=self._run, args=(capture,), name=f"camera-{name}", daemon=True)

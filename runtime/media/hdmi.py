@@ -62,6 +62,7 @@ class HdmiSink:
         record: MP4 file recording every screen shown, or None.
         snapshot_interval: least seconds between two writes of ``last.png`` (it is also written on close).
         record_fps: frame rate written in the MP4 file.
+        every: also keep every ``every``-th screen in ``out_dir`` as ``hdmi-<n>.png`` (n counts from 1).
 
     Raises:
         DeviceError: the size is out of range, ``out_dir`` cannot be created or ``record`` cannot be opened.
@@ -75,10 +76,15 @@ class HdmiSink:
         *,
         snapshot_interval: float = 0.5,
         record_fps: float = 30.0,
+        every: int | None = None,
     ) -> None:
         width, height = size
         if not (16 <= width <= 8192 and 16 <= height <= 8192):
             raise DeviceError(f"the HDMI screen must be 16..8192 pixels a side, found {width}x{height}")
+        if every is not None and (out_dir is None or every < 1):
+            raise DeviceError(
+                f"keeping every K-th HDMI screen needs an output folder and K >= 1, found {every}"
+            )
         self.size = (int(width), int(height))
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.record = Path(record) if record is not None else None
@@ -98,6 +104,7 @@ class HdmiSink:
                 record=self.record,
                 fps=record_fps,
                 snapshot_interval=snapshot_interval,
+                every=every,
             )
 
     @property

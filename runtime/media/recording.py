@@ -3,7 +3,8 @@
 Encoding a 1080p PNG or an MP4 frame takes milliseconds, so a thread does it: the screen that is shown is
 handed over and the caller goes on. Every frame shown reaches the recording, in order (the hand-over waits
 when the encoder falls far behind); the snapshot ``last.png`` is rewritten at most once per interval, and
-once more when the writer closes so it always ends up holding the last frame.
+once more when the writer closes so it always ends up holding the last frame. With ``every=K``, every K-th
+screen is also kept as a numbered PNG.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import numpy as np
 
 from emulator.errors import DeviceError
 
-__all__ = ["SNAPSHOT_NAME", "FrameWriter", "encode_png", "write_atomic"]
+__all__ = ["SNAPSHOT_NAME", "FrameWriter", "encode_png", "numbered_name", "write_atomic"]
 
 SNAPSHOT_NAME = "last.png"
 """File name of the snapshot in the output directory."""
 
 _MAX_PENDING = 32
+
+
+def numbered_name(number: int) -> str:
+    """The file name of HDMI screen ``number`` kept by ``--every``: ``hdmi-000042.png``."""
+    return f"hdmi-{number:06d}.png"
 
 
 def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
@@ -73,6 +79,8 @@ class FrameWriter:
         record: MP4 file to record to (its folder is created if missing), or None for no recording.
         fps: frame rate written in the MP4 file.
         snapshot_interval: least seconds between two writes of ``last.png`` (0: every frame).
+        every: also keep every ``every``-th screen as a numbered PNG, ``hdmi-<n>.png`` with n the screen's
+            number from 1 (needs ``out_dir``; none are skipped, the hand-over waits for the encoder).
 
     Raises:
         DeviceError: the output folder cannot be created or the MP4 file cannot be opened for writing.
@@ -86,8 +94,17 @@ class FrameWriter:
         record: Path | None = None,
         fps: float = 30.0,
         snapshot_interval: float = 0.5,
+        every: int | None = None,
     ) -> None:
+        if every is not None and (every < 1 or out_dir is None):
+            raise DeviceError(
+                f"keeping every K-th HDMI screen needs an output folder and K >= 1, found {every}"
+            )
         self.size = size
+        self.every = every
+        self.numbered = 0
+        self._shown = 0
+        self._numbered: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.record = Path(record) if record is not None else None
         self.snapshot_interval = max(0.0, snapshot_interval)
@@ -141,6 +158,10 @@ class FrameWriter:
                 # Keep every frame of the recording: wait for the encoder rather than drop.
                 self._cond.wait_for(lambda: len(self._pending) < _MAX_PENDING or self._closing)
                 self._pending.append(screen)
+            self._shown += 1
+            if self.every is not None and self._shown % self.every == 0 and self.failure is None:
+                self._cond.wait_for(lambda: len(self._numbered) < _MAX_PENDING or self._closing)
+                self._numbered.append((self._shown, screen))
             if self.out_dir is not None:
                 self._latest = screen
                 self._latest_dirty = True
@@ -153,11 +174,15 @@ class FrameWriter:
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._closing or bool(self._pending) or self._snapshot_due(),
+                    lambda: (
+                        self._closing or bool(self._pending) or bool(self._numbered) or self._snapshot_due()
+                    ),
                     timeout=self._wake_in(),
                 )
                 frames = list(self._pending)
                 self._pending.clear()
+                numbered = list(self._numbered)
+                self._numbered.clear()
                 snapshot = None
                 if self._snapshot_due():
                     snapshot, self._latest_dirty = self._latest, False
@@ -166,6 +191,8 @@ class FrameWriter:
                 self._cond.notify_all()
             for frame in frames:
                 self._record(frame)
+            for number, frame in numbered:
+                self._keep(number, frame)
             if snapshot is not None:
                 self._snapshot(snapshot)
             if closing:
@@ -184,6 +211,16 @@ class FrameWriter:
             self.recorded += 1
         except cv2.error as error:
             self.failure = f"recording to {self.record} failed: {error.err}"
+
+    def _keep(self, number: int, frame: np.ndarray) -> None:
+        if self.out_dir is None or self.failure is not None:
+            return
+        path = self.out_dir / numbered_name(number)
+        try:
+            write_atomic(path, encode_png(frame))
+            self.numbered += 1
+        except (OSError, DeviceError) as error:
+            self.failure = f"writing {path} failed: {error}"
 
     def _snapshot(self, frame: np.ndarray) -> None:
         path = self.snapshot_path

@@ -4,7 +4,8 @@
 
 - ``synthetic`` (default camera): deterministic moving shapes, ``synthetic:1920x1080@30?seed=2&scene=people``
   (see :mod:`runtime.media.synthetic`);
-- a video file (played in a loop, at the file's frame rate);
+- a video file (played in a loop, at the file's frame rate); ``video.mp4?start=100&stop=400&step=2`` plays
+  frames 100 to 399, every second one, in a loop;
 - a folder of images (name order, looping, native sizes) or one image (a still camera);
 - an ``rtsp://``, ``rtsps://``, ``rtmp://``, ``http://`` or ``https://`` URL read through OpenCV's FFmpeg
   backend, reopened when it breaks;
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from emulator.errors import SourceError
 from runtime.media.camera import ArraySource, CameraSource, Clock, Frame, as_bgr, redact_uri
@@ -102,7 +103,9 @@ def open_source(
         return SyntheticSource(parsed, name=name, uri=text, clock=clock)
     scheme, sep, _ = text.partition("://")
     if sep and scheme.lower() == "file":
-        return _open_path(Path(unquote(urlsplit(text).path)), text, name=name, fps=fps, clock=clock)
+        parts = urlsplit(text)
+        window = _video_window(parts.query, text, name) if parts.query else None
+        return _open_path(Path(unquote(parts.path)), text, name=name, fps=fps, clock=clock, window=window)
     if sep and scheme.lower() in STREAM_SCHEMES:
         if not urlsplit(text).hostname:
             raise SourceError(f"the URL {redact_uri(text)} names no host", node=name)
@@ -121,12 +124,59 @@ def open_source(
             f"{', '.join(s + '://' for s in STREAM_SCHEMES)} or file://",
             node=name,
         )
-    return _open_path(Path(text).expanduser(), text, name=name, fps=fps, clock=clock)
+    path = Path(text).expanduser()
+    if "?" in text and not path.exists():
+        base, _, query = text.rpartition("?")
+        window = _video_window(query, text, name)
+        return _open_path(Path(base).expanduser(), text, name=name, fps=fps, clock=clock, window=window)
+    return _open_path(path, text, name=name, fps=fps, clock=clock)
 
 
-def _open_path(path: Path, uri: str, *, name: str, fps: float | None, clock: Clock) -> CameraSource:
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+_WINDOW_KEYS = ("start", "stop", "step")
+
+
+def _video_window(query: str, spec: str, name: str) -> dict[str, int]:
+    """``start=100&stop=400&step=2`` of a video file source, as integers."""
+    window: dict[str, int] = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in _WINDOW_KEYS:
+            raise SourceError(
+                f"unknown option {key!r} in {spec!r}: a video file takes {', '.join(_WINDOW_KEYS)}", node=name
+            )
+        value = values[-1]
+        if not value.isdigit():
+            raise SourceError(
+                f"{key} must be a whole number of frames, found {value!r} in {spec!r}", node=name
+            )
+        window[key] = int(value)
+    return window
+
+
+def _open_path(
+    path: Path,
+    uri: str,
+    *,
+    name: str,
+    fps: float | None,
+    clock: Clock,
+    window: dict[str, int] | None = None,
+) -> CameraSource:
+    is_images = path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    if window is not None and (is_images or not path.is_file()):
+        what = "a folder of images or an image" if is_images else "no such file"
+        raise SourceError(f"start, stop and step apply to video files; {uri!r} is {what}", node=name)
+    if is_images:
         return ImageFolderSource(path, name=name, uri=uri, fps=fps, clock=clock)
     if path.is_file():
-        return VideoFileSource(path, name=name, uri=uri, fps=fps, clock=clock)
+        window = window or {}
+        return VideoFileSource(
+            path,
+            name=name,
+            uri=uri,
+            fps=fps,
+            clock=clock,
+            start=window.get("start", 0),
+            stop=window.get("stop"),
+            step=window.get("step", 1),
+        )
     raise SourceError(f"no such file or folder {uri!r}: expected {_EXPECTED}", node=name)

@@ -239,6 +239,7 @@ class SyntheticSource(CameraSource):
         self.spec = spec
         self.name = name
         self.uri = uri if uri is not None else str(spec)
+        self.codec = "synthetic"
         self.fps = spec.fps
         self.size = (spec.width, spec.height)
         self.seed = spec.seed if spec.seed is not None else zlib.crc32(name.encode("utf-8"))

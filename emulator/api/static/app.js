@@ -95,6 +95,7 @@ function renderStatus(status) {
     cell(row, node.pid);
     cell(row, node.restarts);
     cell(row, node.exit_codes.slice(-5).join(" ") || "–");
+    cell(row, node.arch ? node.arch + (node.emulated ? " (qemu-user)" : "") : "–");
   }
 
   const select = $("log-node");

@@ -196,7 +196,11 @@ def test_arm64_base_without_binfmt_gets_a_warning(
     )
     assert any("arm64" in warning and "qemu" in warning for warning in built.warnings)
     assert "qemu-user-static" in text.getvalue()
-    (tmp_path / "no-qemu-aarch64").write_text("enabled\n")
+    entry = "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: {}\n"
+    (tmp_path / "no-qemu-aarch64").write_text(entry.format("OC"))
+    without_f = build(project, FakeBuilder(local_images={BASE}, architecture="arm64"), local_image=True)
+    assert any("with the F flag" in warning for warning in without_f.warnings)  # a build's RUN needs F
+    (tmp_path / "no-qemu-aarch64").write_text(entry.format("F"))
     again = build(project, FakeBuilder(local_images={BASE}, architecture="arm64"), local_image=True)
     assert again.warnings == ()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import hashlib
@@ -11,6 +12,7 @@ import os
 import shutil
 import struct
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,10 +205,30 @@ def test_failing_run_step_is_one_clear_error_and_changes_nothing(project: Path, 
     assert snapshot(project) == before
 
 
+@contextlib.contextmanager
+def _without_qemu_aarch64() -> Iterator[None]:
+    """qemu-user's aarch64 registration disabled meanwhile (root only): the kernel refuses arm64 programs."""
+    if not BINFMT_AARCH64.exists():
+        yield
+        return
+    if os.geteuid() != 0:
+        pytest.skip("this host runs aarch64 programs through qemu and only root may switch that off")
+    enabled = BINFMT_AARCH64.read_text().startswith("enabled")
+    BINFMT_AARCH64.write_text("0")
+    try:
+        yield
+    finally:
+        if enabled:
+            BINFMT_AARCH64.write_text("1")
+
+
 @pytest.mark.docker
 def test_an_arm64_program_without_qemu_is_explained(project: Path, docker_engine: Any) -> None:
-    if BINFMT_AARCH64.exists():
-        pytest.skip("this host runs aarch64 programs through qemu: no exec format error to explain")
+    with _without_qemu_aarch64():
+        _arm64_program_without_qemu(project, docker_engine)
+
+
+def _arm64_program_without_qemu(project: Path, docker_engine: Any) -> None:
     # An ELF header for AArch64 is all the kernel looks at before refusing to run the file.
     elf = (
         b"\x7fELF\x02\x01\x01\x00"

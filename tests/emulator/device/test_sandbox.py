@@ -218,8 +218,10 @@ def test_foreign_rootfs_without_qemu_is_refused_in_one_sentence(
     with pytest.raises(SandboxError) as caught:
         arch.check_architecture(arm_rootfs, "python3", DEFAULT_PATH, node="code_node")
     message = str(caught.value)
-    assert "qemu-user-static" in message and "binfmt-support" in message and "aarch64" in message
-    assert "\n" not in message and "code_node" in message
+    assert "qemu-user-static" in message and "base-image --arch arm64" in message and "aarch64" in message
+    assert "is not registered" in message and "\n" not in message and "code_node" in message
+    assert not arch.runs_emulated(arch.host_machine()) and not arch.runs_emulated("unknown")
+    assert arch.runs_emulated("aarch64")
 
 
 def test_foreign_rootfs_runs_when_qemu_is_registered_with_the_f_flag(
@@ -231,7 +233,7 @@ def test_foreign_rootfs_runs_when_qemu_is_registered_with_the_f_flag(
     qemu = binfmt / "qemu-aarch64"
     qemu.write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64\nflags: OCP\n")
     if arch.host_machine() != "aarch64":
-        with pytest.raises(SandboxError):
+        with pytest.raises(SandboxError, match="registered without the F flag"):
             arch.check_architecture(arm_rootfs, "/bin/python3", DEFAULT_PATH)
     (binfmt / "qemu-aarch64").write_text("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: POCF\n")
     assert arch.check_architecture(arm_rootfs, "/bin/python3", DEFAULT_PATH) == "aarch64"

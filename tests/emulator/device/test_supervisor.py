@@ -342,3 +342,66 @@ def test_sandboxed_crash_is_restarted_and_graceful_stop_reaches_the_app(
     assert read_rotated(tmp_path / "log").count("pid 2") >= 2
     supervisor.stop()
     assert not supervisor.running
+
+
+# --- restart on request (dev) -------------------------------------------------------------------------------
+
+
+def test_restart_replaces_one_node_and_leaves_the_others_running(
+    tmp_path: Path, supervisors: list[Supervisor]
+) -> None:
+    runs = tmp_path / "runs"
+    code = f"import time; open({str(runs)!r}, 'a').write('x'); print('up', flush=True); time.sleep(60)"
+    supervisor = Supervisor(
+        [Service("app", python(code), tmp_path / "app"), Service("other", python(code), tmp_path / "other")],
+        backoff=FAST,
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    wait_until(lambda: runs.exists() and runs.read_text() == "xx")
+    first = supervisor.process("app")
+    other = supervisor.process("other")
+    supervisor.restart("app", grace=5.0)
+    status = supervisor.status()
+    assert status["app"]["state"] == "running" and status["app"]["restarts"] == 1
+    assert supervisor.process("app") is not first
+    assert supervisor.process("other") is other and status["other"]["restarts"] == 0
+    (record,) = supervisor.exits("app")
+    assert record.expected and record.instance == 1 and record.restart_delay is None
+    wait_until(lambda: runs.exists() and runs.read_text() == "xxx")
+
+
+def test_without_restart_on_exit_a_crashed_node_waits_for_restart(
+    tmp_path: Path, supervisors: list[Supervisor]
+) -> None:
+    flag = tmp_path / "fixed"
+    code = f"import os, time; print('run'); os.path.exists({str(flag)!r}) or exit(3); time.sleep(60)"
+    supervisor = Supervisor(
+        [Service("app", python(code), tmp_path / "log")], backoff=FAST, restart_on_exit=False
+    )
+    supervisors.append(supervisor)
+    supervisor.start()
+    wait_until(lambda: supervisor.status()["app"]["state"] == "stopped")
+    time.sleep(FAST.maximum * 3)  # well past every backoff delay: still not restarted
+    status = supervisor.status()
+    assert status["app"]["state"] == "stopped" and status["app"]["exit_codes"] == [3]
+    assert supervisor.exits("app")[0].restart_delay is None
+    flag.touch()
+    supervisor.restart("app")
+    assert supervisor.status()["app"]["state"] == "running"
+    wait_until(lambda: read_rotated(tmp_path / "log").count("run") == 2)
+
+
+def test_restart_of_an_unknown_node_or_a_stopped_supervisor_is_refused(
+    tmp_path: Path, supervisors: list[Supervisor]
+) -> None:
+    from emulator.errors import DeviceError
+
+    supervisor = Supervisor([Service("app", python("import time; time.sleep(60)"), tmp_path / "log")])
+    supervisors.append(supervisor)
+    supervisor.start()
+    with pytest.raises(DeviceError, match="no such node"):
+        supervisor.restart("nope")
+    supervisor.kill()
+    with pytest.raises(DeviceError, match="stopping"):
+        supervisor.restart("app")

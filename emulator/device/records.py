@@ -1,0 +1,126 @@
+"""Records of the running nodes' sandboxes, kept in the device's state directory for ``shell``.
+
+While a device is on, every code node's sandbox (root filesystem, storage, logs, the SDK, run directory,
+environment, hostname, network mode, capabilities) is recorded in ``<device>/sandboxes/<node>.json``, readable
+by its owner only, in a folder no sandbox can see; the records go at boot and at power off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from emulator.device.sandbox import SandboxSpec
+from emulator.device.store import DeviceStore
+from emulator.errors import DeviceError
+
+__all__ = ["RECORDS_DIR", "clear_sandbox_records", "read_sandbox_record", "record_sandbox"]
+
+RECORDS_DIR = "sandboxes"
+"""The folder of the device's state directory that holds the running nodes' sandbox records."""
+_PATH_FIELDS = ("rootfs", "storage_dir", "logs_dir", "sdk_dir", "run_dir")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(key): _encode(item) for key, item in value.items()}
+    return value
+
+
+def record_sandbox(device_root: Path, node: str, spec: SandboxSpec) -> None:
+    """Record how a node's sandbox is made, for ``shell`` (readable by the owner only).
+
+    Args:
+        device_root: the device's state directory (``<state>/devices/<device>``).
+        node: the code node.
+        spec: its sandbox.
+    """
+    folder = device_root / RECORDS_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    body = {"pid": os.getpid(), "node": node, "spec": _encode(dataclasses.asdict(spec))}
+    temporary = folder / f".{node}.json.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as file:
+        json.dump(body, file)
+    os.replace(temporary, folder / f"{node}.json")
+
+
+def clear_sandbox_records(device_root: Path) -> None:
+    """Remove every sandbox record of the device (at boot and at power off)."""
+    shutil.rmtree(device_root / RECORDS_DIR, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _decode_spec(raw: dict[str, Any]) -> SandboxSpec:
+    known = {spec_field.name for spec_field in dataclasses.fields(SandboxSpec)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in known:
+            continue
+        if name in _PATH_FIELDS:
+            values[name] = Path(value) if value is not None else None
+        elif name == "ro_files":
+            values[name] = tuple((Path(source), str(target)) for source, target in value)
+        elif isinstance(value, list):
+            values[name] = tuple(value)
+        else:
+            values[name] = value
+    return SandboxSpec(**values)
+
+
+def read_sandbox_record(store: DeviceStore, node: str) -> SandboxSpec:
+    """The sandbox of a node of the device's running application.
+
+    Args:
+        store: the device.
+        node: the code node.
+
+    Returns:
+        Its sandbox, as recorded at its start.
+
+    Raises:
+        DeviceError: the device is off, has no such node, or the record is unusable.
+    """
+    folder = store.root / RECORDS_DIR
+    names = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+    if node not in names:
+        if not names:
+            raise DeviceError(
+                f"device {store.device} is not running: start it with `panorama-emulator serve` or `dev` "
+                "(with the same --device and --state-dir)"
+            )
+        raise DeviceError(f"no such node on device {store.device} (its nodes: {', '.join(names)})", node=node)
+    path = folder / f"{node}.json"
+    try:
+        body = json.loads(path.read_text())
+        pid = int(body["pid"])
+        spec = _decode_spec(body["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DeviceError(f"the sandbox record is unusable: {error}", file=str(path), node=node) from None
+    if not _alive(pid):
+        raise DeviceError(
+            f"device {store.device} is not running (the process that booted it, pid {pid}, has ended)",
+            node=node,
+        )
+    with contextlib.suppress(ValueError):
+        spec.rootfs.resolve().relative_to(store.rootfs_root.resolve())
+        return spec
+    raise DeviceError("the sandbox record names a root filesystem outside the device", file=str(path))
