@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 
 from emulator import ApplianceOptions
+from emulator.device.limits import Limits
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError
 
 
 def test_defaults_are_an_appliances_defaults() -> None:
     options = ApplianceOptions()
-    assert (options.device, options.mode, options.network) == ("default", "lockstep", "host")
+    assert (options.device, options.mode, options.network) == ("default", "lockstep", "app")
     assert (options.grace_period, options.quiet_timeout, options.inbound_host) == (3.0, 10.0, "127.0.0.1")
     assert options.backoff == Backoff()
+    assert options.limits == Limits(memory_mib=2048, pids=512)
     assert options.cameras == {} and options.quiet is False
 
 
@@ -37,7 +39,7 @@ def test_frozen() -> None:
     ("field", "value", "said"),
     [
         ("mode", "fast", "mode must be lockstep or realtime"),
-        ("network", "bridge", "network must be host or none"),
+        ("network", "bridge", "network must be app, host or none"),
         ("quiet_timeout", -1.0, "quiet_timeout must be a number of seconds"),
         ("quiet_timeout", float("nan"), "quiet_timeout must be a number of seconds"),
         ("grace_period", float("inf"), "grace_period must be a number of seconds"),
@@ -58,3 +60,8 @@ def test_changed_copies_and_checks_names() -> None:
     assert options.changed() is options
     with pytest.raises(TypeError):
         options.changed(colour="blue")
+
+
+def test_negative_limits_fail_where_given() -> None:
+    with pytest.raises(DeviceError, match="memory_mib must be 0"):
+        Limits(memory_mib=-1)
