@@ -37,6 +37,7 @@ __all__ = [
     "cgroup_support",
     "limits_in_force",
     "nproc_rlimit",
+    "sweep_stale_cgroups",
 ]
 
 DEFAULT_MEMORY_MIB = 2048
@@ -105,12 +106,32 @@ def cgroup_support() -> dict[str, Path]:
     return parents
 
 
+def sweep_stale_cgroups() -> list[Path]:
+    """Remove the app cgroups an emulator process that no longer runs left behind (it was SIGKILLed).
+
+    Returns:
+        The cgroups removed.
+    """
+    removed = []
+    for parent in set(cgroup_support().values()):
+        for path in parent.glob("panorama-*-*"):
+            owner = path.name.split("-")[1]
+            if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                path.rmdir()
+                removed.append(path)
+    return removed
+
+
 def limits_in_force(limits: Limits) -> str:
-    """One line for the boot saying which limits are in force and how.
+    """One line for the boot saying which limits are in force and how (and, first, the cgroups that an
+    emulator killed without its shutdown left behind are removed).
 
     Args:
         limits: the configured limits.
     """
+    sweep_stale_cgroups()
     support = cgroup_support()
     parts = []
     for name, value, unit, controller in (

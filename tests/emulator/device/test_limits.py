@@ -148,6 +148,27 @@ def test_a_power_cut_leaves_nothing_behind(limited: Callable[..., Appliance]) ->
     wait_for(lambda: leftovers() == {"cgroups": [], "processes": []}, what="no leftovers")
 
 
+def test_cgroups_of_an_emulator_killed_outright_go_at_the_next_boot(
+    limited: Callable[..., Appliance],
+) -> None:
+    from emulator.device.limits import sweep_stale_cgroups
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = [parent / f"panorama-{gone.pid}-1-app" for parent in set(cgroup_support().values())]
+    for path in stale:
+        path.mkdir()
+    ours = [parent / f"panorama-{os.getpid()}-0-kept" for parent in set(cgroup_support().values())]
+    for path in ours:
+        path.mkdir()
+    try:
+        assert sorted(sweep_stale_cgroups()) == sorted(stale)
+        assert all(path.is_dir() for path in ours)
+    finally:
+        for path in ours:
+            path.rmdir()
+
+
 # --- the stand-ins of an ordinary user without a writable cgroup -------------------------------------------
 
 UNPRIVILEGED_LIMITS = r"""
