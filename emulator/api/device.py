@@ -130,7 +130,8 @@ def as_int(value: object, default: int = 0) -> int:
 
 
 def node_status(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's entry of ``status()`` as the API shows it: name, state, pid, restarts, exit codes, CPU."""
+    """A node's entry of ``status()`` as the API shows it: name, state, pid, restarts, exit codes, the limit
+    that last ended it, CPU."""
     exits = raw.get("exit_codes", raw.get("exits", []))
     codes = []
     for item in exits if isinstance(exits, (list, tuple)) else []:
@@ -144,6 +145,7 @@ def node_status(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
         "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
         "restarts": as_int(raw.get("restarts")),
         "exit_codes": codes,
+        "last_cause": str(raw["last_cause"]) if raw.get("last_cause") else None,
         "arch": str(raw["arch"]) if raw.get("arch") else None,
         "emulated": raw.get("emulated") is True,
     }

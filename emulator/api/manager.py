@@ -310,9 +310,9 @@ class ApplianceManager:
         Returns:
             ``device``, ``state_dir``, ``state`` (``empty``, ``running`` or ``off``), ``app`` (None or
             ``name``, ``project``, ``source``, ``deployed_at``), ``boots``, ``uptime`` (seconds since the last
-            boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``),
-            ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``, ``labels``; None without
-            an HDMI output) and ``storage_path``.
+            boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``,
+            ``last_cause``), ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``,
+            ``labels``; None without an HDMI output) and ``storage_path``.
         """
         device, deployment, powered = self._device, self._deployment, self._powered
         result: dict[str, Any] = {
