@@ -139,6 +139,44 @@ def test_an_app_past_its_memory_limit_is_killed_and_restarted_with_the_cause(
     assert leftovers() == {"cgroups": [], "processes": []}
 
 
+def test_over_http_the_api_answers_while_an_app_is_killed_and_restarted_for_memory(
+    tmp_path: Path, test_apps_asset: Path
+) -> None:
+    import httpx
+
+    from emulator import ApplianceOptions
+    from emulator.api import ApplianceManager, BackgroundServer
+
+    if "memory" not in cgroup_support():
+        pytest.skip("no writable cgroup here (not root and no delegated subtree): limits are not in force")
+    hog = NodeSpec("hog", "hog.py", env={"HOG": "memory", "HOG_MIB": "1024"})
+    root = make_project(tmp_path / "api-hog", "api-hog-app", test_apps_asset, [hog])
+    state = public_tmp_dir("pe-limit-api-")
+    options = ApplianceOptions(
+        device="api-limits", state_dir=state, backoff=FAST, limits=Limits(memory_mib=96)
+    )
+    manager = ApplianceManager(options)
+    answers, worst, node = 0, 0.0, {}
+    try:
+        with BackgroundServer(manager) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+            manager.deploy_project(root)
+            while not (node.get("restarts", 0) >= 2 and node.get("last_cause")):
+                started = time.perf_counter()
+                response = client.get("/api/status")
+                worst = max(worst, time.perf_counter() - started)
+                assert response.status_code == 200
+                answers += 1
+                (node,) = response.json()["nodes"]
+                time.sleep(0.02)
+    finally:
+        manager.close()
+        shutil.rmtree(state, ignore_errors=True)
+    print(f"\nGET /api/status answered {answers} times while the app was killed and restarted twice; "
+          f"worst latency {worst * 1000:.1f} ms")  # fmt: skip
+    assert node["last_cause"] == "memory limit 96 MiB" and 137 in node["exit_codes"]
+    assert leftovers() == {"cgroups": [], "processes": []}
+
+
 def test_a_power_cut_leaves_nothing_behind(limited: Callable[..., Appliance]) -> None:
     device = limited(NodeSpec("steady", "steady.py"), Limits())
     device.boot()
