@@ -1,6 +1,7 @@
 """Model node overhead: self.call from an app, and ModelHost.call, against the backend called in this process.
 
     python bench/models.py [--calls 20] [--rounds 40] [--backend onnxruntime --backend torchscript ...]
+    python bench/models.py --backend mxnet --backend tensorflow [--calls 10] [--rounds 10]  (env_models.py)
 
 For each backend, a small convolutional model (about 5 ms per call on a laptop core, generated here with a
 fixed seed: no download) is run on the same input (1 x 3 x 224 x 224 float32) three ways:
@@ -365,6 +366,11 @@ def _versions() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from env_models import delegated  # mxnet and tensorflow run in backend environments: bench/env_models.py
+
+    if (status := delegated(argv, served)) is not None:
+        return status
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20, help="calls per round and way (default 20)")
     parser.add_argument("--rounds", type=int, default=40, help="alternating rounds (default 40)")

@@ -550,8 +550,9 @@ def logs_command(
 
 
 # Commands kept in modules of their own; they use this module's helpers.
-from emulator import cli_dev, cli_project, cli_remote  # noqa: E402
+from emulator import cli_backends, cli_dev, cli_project, cli_remote  # noqa: E402
 
+cli_backends.register(main)
 cli_dev.register(main)
 cli_project.register(main)
 cli_remote.register(main)

@@ -135,8 +135,14 @@ class BootRuntime:
         return self.runtime.metrics()
 
     def model_metrics(self) -> dict[str, object]:
-        """Per model node: calls, errors, latency percentiles."""
-        return dict(self.models.metrics()) if self.models is not None else {}
+        """Per model node: calls, errors, latency percentiles, and the backend that serves it."""
+        if self.models is None:
+            return {}
+        backends = self.models.backends
+        return {
+            node: {**figures, "backend": backends.get(node)}
+            for node, figures in self.models.metrics().items()
+        }
 
     def stop(self) -> None:
         """Stop the bridge and cameras, close the sources and the model host. Safe to call twice."""

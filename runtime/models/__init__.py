@@ -2,8 +2,8 @@
 
 :class:`ModelHost` is what the appliance uses, given one :class:`ModelEntry` per model node; :class:`Backend`
 and :func:`select_backend` are the pluggable part (ONNX through onnxruntime or OpenCV DNN, TorchScript through
-torch, TensorFlow frozen graphs through OpenCV DNN and SavedModels through tensorflow, MXNet and SageMaker Neo
-artifacts through mxnet / dlr).
+torch; TensorFlow frozen graphs and SavedModels, MXNet exports and SageMaker Neo artifacts through tensorflow,
+mxnet and dlr, each in a backend environment of its own: see :mod:`runtime.models.environment`).
 """
 
 from runtime.models.base import (

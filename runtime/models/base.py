@@ -3,7 +3,8 @@
 A backend is chosen from the descriptor's ``framework`` and the files found in the unpacked model directory:
 each framework lists the backends that may serve it, in order of preference, and the first backend that finds
 a file it can load *and* whose runtime is installed wins. When files are found but no runtime for them is
-installed, the error names the package to install.
+installed, the error names the package to install (or the ``panorama-emulator backends install`` command that
+makes the backend environment it runs in).
 
 Backends are instantiated only inside the model server process (see :mod:`runtime.models.worker`); the
 appliance's process only selects them, so a framework runtime is imported, and can crash, in the server alone.
@@ -30,6 +31,7 @@ __all__ = [
     "ModelSpec",
     "backend_class",
     "backends",
+    "file_form",
     "find_files",
     "map_input_names",
     "register",
@@ -50,7 +52,7 @@ _BACKEND_MODULES = (
 FRAMEWORK_BACKENDS: Mapping[str, tuple[str, ...]] = {
     "ONNX": ("onnxruntime", "opencv-onnx", "dlr"),
     "PYTORCH": ("torchscript", "onnxruntime", "opencv-onnx", "dlr"),
-    "TENSORFLOW": ("opencv-tensorflow", "tensorflow-savedmodel", "onnxruntime", "opencv-onnx", "dlr"),
+    "TENSORFLOW": ("tensorflow-savedmodel", "tensorflow-graph", "onnxruntime", "opencv-onnx", "dlr"),
     "MXNET": ("mxnet", "onnxruntime", "opencv-onnx", "dlr"),
 }
 
@@ -127,7 +129,7 @@ class Backend(ABC):
     package: ClassVar[str]
     #: what to ``pip install`` to get ``package``
     requirement: ClassVar[str]
-    #: dotted names (``"cv2.dnn.readNetFromTensorflow"``) the backend calls that not every release of
+    #: dotted names (``"cv2.dnn.readNetFromONNX"``) the backend calls that not every release of
     #: ``package`` has; when set, :meth:`available` imports ``package`` to look for them
     entry_points: ClassVar[tuple[str, ...]] = ()
     #: False when one loaded model must not run on two threads at once (the server then serialises calls)
@@ -151,8 +153,8 @@ class Backend(ABC):
         """What keeps the backend from running here, as a phrase, or None when nothing does.
 
         Returns:
-            ``"torch, which is not installed"`` or ``"cv2.dnn.readNetFromTensorflow, which
-            opencv-python-headless 5.1.0 lacks"``; None when the backend is available.
+            ``"torch, which is not installed"`` or ``"cv2.dnn.readNetFromONNX, which
+            opencv-python-headless 9.0.0 lacks"``; None when the backend is available.
         """
         try:
             if importlib.util.find_spec(cls.package) is None:
@@ -376,11 +378,23 @@ _PATTERNS = {
     "onnxruntime": "*.onnx",
     "opencv-onnx": "*.onnx",
     "torchscript": "*.pt / *.pth (TorchScript)",
-    "opencv-tensorflow": "*.pb (frozen graph)",
+    "tensorflow-graph": "*.pb (frozen graph)",
     "tensorflow-savedmodel": "saved_model.pb (SavedModel)",
     "mxnet": "*-symbol.json with *.params",
     "dlr": "compiled_model.json / *.so (SageMaker Neo)",
 }
+
+
+def file_form(backend: str) -> str:
+    """What a backend looks for in a model directory, as a person reads it.
+
+    Args:
+        backend: a registered backend name.
+
+    Returns:
+        e.g. ``*-symbol.json with *.params``; empty for a backend this module does not describe.
+    """
+    return _PATTERNS.get(backend, "")
 
 
 def map_input_names(spec: ModelSpec, model_names: Sequence[str]) -> dict[str, str]:

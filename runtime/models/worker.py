@@ -16,17 +16,19 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 
 from emulator.errors import one_line
-from runtime.models.base import ModelSpec
+from runtime.models.base import Backend, ModelSpec
 from runtime.models.dispatch import Dispatcher
 from runtime.models.protocol import SharedBuffer, receive, send
+from runtime.models.remote import EnvironmentBackend
 from runtime.models.serving import AppChannel, LoadedModel, answer, load_model
 from runtime.models.tally import RING, Tally
 
-__all__ = ["main"]
+__all__ = ["describe", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,16 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     specs: list[ModelSpec] = received[0][1]
     nodes = Tally(len(specs), RING, fd=received[1][0])
     models: dict[str, LoadedModel] = {}
+    loaded: dict[str, str] = {}
     for spec in specs:
         send(control, ("loading", spec.node))
         try:
+            started = time.perf_counter()
             models[spec.node] = load_model(spec)
+            loaded[spec.node] = describe(spec, models[spec.node].backend, time.perf_counter() - started)
         except BaseException as error:
             traceback.print_exc()
             send(control, ("failed", spec.node, one_line(error, named=True)))
             return 1
     ready = {
-        node: ({name: dtype.str for name, dtype in model.dtypes.items()}, list(model.backend.notes))
+        node: (
+            {name: dtype.str for name, dtype in model.dtypes.items()},
+            [loaded[node], *model.backend.notes],
+        )
         for node, model in models.items()
     }
     send(control, ("ready", ready))
@@ -69,6 +77,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     threading.Thread(target=_accept, args=(control, dispatcher, lend), name="control", daemon=True).start()
     dispatcher.loop()
     return 0
+
+
+def describe(spec: ModelSpec, backend: Backend, seconds: float) -> str:
+    """The boot log's line for one model node: framework, backend, where it runs, load time.
+
+    Args:
+        spec: the model node.
+        backend: its loaded backend.
+        seconds: how long loading (and the warm-up runs) took.
+
+    Returns:
+        e.g. ``MXNET on mxnet, environment mxnet-613dbcfdb417 (mxnet 1.9.1, numpy 1.23.5), worker pid 42,
+        loaded in 1.52 s``.
+    """
+    if isinstance(backend, EnvironmentBackend):
+        where = backend.describe()
+    else:
+        where = f"in the model server ({type(backend).package} {_version(type(backend).package)})"
+    return f"{spec.framework} on {spec.backend}, {where}, loaded in {seconds:.2f} s"
+
+
+def _version(package: str) -> str:
+    return str(getattr(sys.modules.get(package), "__version__", "")) or "version unknown"
 
 
 def _accept(control: socket.socket, dispatcher: Dispatcher, lend: Callable[..., AppChannel]) -> None:

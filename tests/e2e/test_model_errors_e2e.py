@@ -21,6 +21,7 @@ import pytest
 from _e2e_helpers import FAST, public_tmp_dir, reports, wait_for
 from _model_projects import CallerNode, ModelNode, build_caller, make_model_project, model_tarball
 
+import runtime.models.environment as environment_module
 from emulator import Appliance
 from emulator.errors import AssetError, ModelError
 
@@ -202,33 +203,43 @@ def test_wrong_input_name_shape_and_model_node_fail_in_the_app_which_goes_on(
 # --- errors at boot and deploy ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("framework", "files", "package"),
-    [
-        ("MXNET", {"net-symbol.json": b'{"nodes": []}', "net-0000.params": b"\0" * 64}, "mxnet"),
-        ("PYTORCH", {"compiled_model.json": b"{}", "compiled.so": b"\x7fELF"}, "dlr"),
-    ],
-    ids=["mxnet", "dlr"],
-)
-def test_a_missing_framework_runtime_fails_the_boot_naming_the_package(
-    device: MakeDevice, framework: str, files: dict[str, bytes], package: str
-) -> None:
-    if importlib.util.find_spec(package) is not None:
-        pytest.skip(f"{package} is installed here")
+_COMPILED = {
+    "mxnet": ("MXNET", {"net-symbol.json": b'{"nodes": []}', "net-0000.params": b"\0" * 64}),
+    "dlr": ("PYTORCH", {"compiled_model.json": b"{}", "compiled.so": b"\x7fELF"}),
+}
+
+
+def _boot_error(device: MakeDevice, app: str, env: str) -> ModelError:
+    framework, files = _COMPILED[env]
     model = ModelNode("compiled", model_tarball(files), framework, (("data", IMAGE),))
-    caller = CallerNode("caller", "errors", "compiled", IMAGE)
-    appliance = device(f"model-needs-{package}", [model], [caller])
+    appliance = device(app, [model], [CallerNode("caller", "errors", "compiled", IMAGE)])
     with pytest.raises(ModelError) as caught:
         appliance.boot()
-    message = str(caught.value)
-    assert caught.value.node == "compiled" and "node compiled" in message
-    assert f"{framework} model needs {package}, which is not installed" in message
-    assert f"pip install {package}" in message
-    assert "\n" not in message
+    assert caught.value.node == "compiled" and "node compiled" in str(caught.value)
+    assert "\n" not in str(caught.value)
     # Nothing was started: the app never ran, so it never got to call the model.
     assert not appliance.running
     assert appliance.status()["nodes"]["caller"]["state"] == "not started"  # type: ignore[index]
     assert appliance.logs("caller") == ""
+    return caught.value
+
+
+@pytest.mark.parametrize("env", ["mxnet", "dlr"])
+def test_a_missing_backend_environment_fails_the_boot_with_the_command_that_makes_it(
+    device: MakeDevice, env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(environment_module, "cache_dir", lambda: tmp_path / "no-environments")
+    message = str(_boot_error(device, f"model-needs-{env}", env))
+    assert message.endswith(
+        f"model needs the {env} backend environment, which is not installed; "
+        f"make it: panorama-emulator backends install {env}"
+    )
+
+
+@pytest.mark.parametrize("env", ["mxnet", "dlr"])
+def test_a_corrupt_model_fails_the_boot_in_its_backend_environment(device: MakeDevice, env: str) -> None:
+    message = str(_boot_error(device, f"model-corrupt-{env}", env))
+    assert f"is not a model {env} can load: " in message
 
 
 def test_a_changed_model_tarball_is_refused_at_deploy_with_both_hashes(

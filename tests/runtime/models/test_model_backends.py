@@ -124,23 +124,16 @@ def test_fp16_falls_back_to_fp32_and_says_so_once(
     assert "float_node" in notes[0] and "FP32" in notes[0]
 
 
-def test_tensorflow_frozen_graph_through_opencv(tf_frozen: tuple[Path, np.ndarray, np.ndarray]) -> None:
-    import cv2
-
-    if not backend_class("opencv-tensorflow").available():
-        pytest.skip("this OpenCV has no TensorFlow importer (the no-backend message is tested below)")
-
+def test_tensorflow_frozen_graph_runs_in_the_tensorflow_environment(
+    tf_frozen: tuple[Path, np.ndarray, np.ndarray],
+) -> None:
     folder, weight, bias = tf_frozen
     x = image(8, NHWC)
-    net = cv2.dnn.readNetFromTensorflow(str(folder / "frozen_graph.pb"))  # type: ignore[attr-defined,unused-ignore]
-    net.setInput(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    opencv_nhwc = net.forward().transpose(0, 2, 3, 1)
     with ModelHost([entry("tf_node", folder, "TENSORFLOW", ("data", NHWC))]) as host:
-        assert host.backends == {"tf_node": "opencv-tensorflow"}
+        assert host.backends == {"tf_node": "tensorflow-graph"}
         (got,) = assert_float32_tuple(host.call("tf_node", {"data": x}), 1)
     assert got.shape == (1, 16, 16, 4)
-    np.testing.assert_allclose(got, opencv_nhwc, atol=ATOL, rtol=0)
-    # And it is what TensorFlow itself computes (numpy stands in for tensorflow, which is not installed).
+    # What the graph computes, in numpy (tensorflow's own run is compared in test_environment_backends).
     np.testing.assert_allclose(got, tf_reference(x, weight, bias), atol=1e-4, rtol=0)
 
 
@@ -174,8 +167,7 @@ def test_each_framework_finds_its_file(
     onnx_conv: Path, torch_conv: Path, tf_frozen: tuple[Path, np.ndarray, np.ndarray]
 ) -> None:
     assert select_backend("n", torch_conv, "pytorch")[0].name == "torchscript"
-    if backend_class("opencv-tensorflow").available():
-        assert select_backend("n", tf_frozen[0], "TENSORFLOW")[0].name == "opencv-tensorflow"
+    assert select_backend("n", tf_frozen[0], "TENSORFLOW")[0].name == "tensorflow-graph"
     chosen, file = select_backend("n", onnx_conv, "PYTORCH")  # an ONNX export of a PyTorch model
     assert chosen.name in ("onnxruntime", "opencv-onnx") and file.name == "model.onnx"
     assert (
@@ -199,27 +191,27 @@ def test_missing_runtime_names_the_package(torch_conv: Path, monkeypatch: pytest
 
 
 @pytest.mark.parametrize(
-    ("framework", "files", "package"),
+    ("framework", "files", "env"),
     [
         ("MXNET", ("model-symbol.json", "model-0000.params"), "mxnet"),
         ("TENSORFLOW", ("saved_model/saved_model.pb", "saved_model/variables/variables.index"), "tensorflow"),
+        ("TENSORFLOW", ("frozen_inference_graph.pb",), "tensorflow"),
         ("PYTORCH", ("compiled_model.json", "compiled.so", "compiled.params"), "dlr"),
     ],
 )
-def test_absent_runtimes_are_named(
-    tmp_path: Path, framework: str, files: tuple[str, ...], package: str
+def test_absent_backend_environments_are_named_with_the_command_that_makes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, framework: str, files: tuple[str, ...], env: str
 ) -> None:
-    if backend_class(
-        {"mxnet": "mxnet", "tensorflow": "tensorflow-savedmodel", "dlr": "dlr"}[package]
-    ).available():
-        pytest.skip(f"{package} is installed here")
+    monkeypatch.setenv("PANORAMA_EMULATOR_CACHE", str(tmp_path / "empty-cache"))
     for name in files:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"\0")
-    with pytest.raises(
-        ModelError, match=rf"needs {package}, which is not installed; install {package}: pip install "
-    ):
+    with pytest.raises(ModelError) as caught:
         select_backend("model_node", tmp_path, framework)
+    assert str(caught.value).endswith(
+        f"node model_node: {framework} model needs the {env} backend environment, which is not installed; "
+        f"make it: panorama-emulator backends install {env}"
+    )
 
 
 def test_no_loadable_file_and_ambiguous_files(tmp_path: Path, onnx_conv: Path) -> None:
@@ -247,19 +239,32 @@ def test_hidden_files_from_macos_tar_are_ignored(tmp_path: Path, onnx_conv: Path
     assert select_backend("n", tmp_path, "ONNX")[1] == tmp_path / "model.onnx"
 
 
-def _opencv_without_the_tensorflow_importer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stand an OpenCV in for the real one whose DNN module reads ONNX but no longer TensorFlow (as 5.1)."""
+def _opencv_without_the_onnx_importer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand an OpenCV in for the real one whose DNN module has no ONNX importer."""
     import importlib.machinery
     import types
 
     stub = types.ModuleType("cv2")
     stub.__spec__ = importlib.machinery.ModuleSpec("cv2", None)
-    stub.__version__ = "5.1.0"  # type: ignore[attr-defined]
-    stub.dnn = types.SimpleNamespace(readNetFromONNX=lambda path: None)  # type: ignore[attr-defined]
+    stub.__version__ = "9.0.0"  # type: ignore[attr-defined]
+    stub.dnn = types.SimpleNamespace()  # type: ignore[attr-defined]
     monkeypatch.setitem(__import__("sys").modules, "cv2", stub)
 
 
 def test_a_backend_whose_entry_point_is_gone_falls_through_to_the_next(
+    monkeypatch: pytest.MonkeyPatch, onnx_conv: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    _opencv_without_the_onnx_importer(monkeypatch)
+    assert not backend_class("opencv-onnx").available()
+    assert backend_class("opencv-onnx").missing() == (
+        "cv2.dnn.readNetFromONNX, which opencv-python-headless 9.0.0 lacks"
+    )
+    chosen, path = select_backend("model_node", onnx_conv, "ONNX", prefer=("opencv-onnx",))
+    assert (chosen.name, path.name) == ("onnxruntime", "model.onnx")
+
+
+def test_a_missing_environment_falls_through_to_an_onnx_file_beside_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     onnx_conv: Path,
@@ -267,22 +272,6 @@ def test_a_backend_whose_entry_point_is_gone_falls_through_to_the_next(
 ) -> None:
     (tmp_path / "model.pb").write_bytes((tf_frozen[0] / "frozen_graph.pb").read_bytes())
     (tmp_path / "model.onnx").write_bytes((onnx_conv / "model.onnx").read_bytes())
-    _opencv_without_the_tensorflow_importer(monkeypatch)
-    assert not backend_class("opencv-tensorflow").available()
-    assert backend_class("opencv-onnx").available()
+    monkeypatch.setenv("PANORAMA_EMULATOR_CACHE", str(tmp_path / "empty-cache"))
     chosen, path = select_backend("model_node", tmp_path, "TENSORFLOW")
-    assert (chosen.name, path.name) == ("onnxruntime", "model.onnx")
-
-
-def test_no_backend_left_names_what_to_install(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tf_frozen: tuple[Path, np.ndarray, np.ndarray]
-) -> None:
-    (tmp_path / "model.pb").write_bytes((tf_frozen[0] / "frozen_graph.pb").read_bytes())
-    _opencv_without_the_tensorflow_importer(monkeypatch)
-    with pytest.raises(ModelError) as caught:
-        select_backend("model_node", tmp_path, "TENSORFLOW")
-    assert str(caught.value) == (
-        f"{tmp_path / 'model.pb'}: node model_node: TENSORFLOW model needs cv2.dnn.readNetFromTensorflow, "
-        "which opencv-python-headless 5.1.0 lacks; install an OpenCV that still has it: "
-        "pip install 'opencv-python-headless<5.1'"
-    )
+    assert chosen.name in ("onnxruntime", "opencv-onnx") and path.name == "model.onnx"

@@ -13,7 +13,7 @@ import pytest
 from _model_factory import IMAGE, PAIR, WAIT, entry, image, kill_and_wait, wait_until_computing
 
 from emulator.errors import ModelError
-from runtime.models import ModelHost, backend_class
+from runtime.models import ModelHost
 
 # TorchScript is what SageMaker Neo took for PyTorch; torch now marks it deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch")
@@ -86,15 +86,16 @@ def test_unknown_model_node_is_a_key_error(onnx_host: ModelHost) -> None:
 # --- errors at start ----------------------------------------------------------------------------------------
 
 
-def test_missing_framework_runtime_fails_at_start(tmp_path: Path) -> None:
+def test_missing_backend_environment_fails_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "model-symbol.json").write_text("{}")
     (tmp_path / "model-0000.params").write_bytes(b"\0")
+    monkeypatch.setenv("PANORAMA_EMULATOR_CACHE", str(tmp_path / "empty-cache"))
     host = ModelHost([entry("mx_node", tmp_path, "MXNET", ("data", IMAGE))])
     with pytest.raises(ModelError) as caught:
         host.start()
     assert str(caught.value) == (
-        f"{tmp_path / 'model-symbol.json'}: node mx_node: MXNET model needs mxnet, which is not installed; "
-        "install mxnet: pip install mxnet"
+        f"{tmp_path / 'model-symbol.json'}: node mx_node: MXNET model needs the mxnet backend environment, "
+        "which is not installed; make it: panorama-emulator backends install mxnet"
     )
     assert host.pid is None
     with pytest.raises(ModelError, match="not started"):
@@ -107,7 +108,7 @@ def test_missing_framework_runtime_fails_at_start(tmp_path: Path) -> None:
         ("ONNX", "model.onnx", (), "is not a model onnxruntime can load"),
         ("ONNX", "model.onnx", ("opencv-onnx",), "is not a model OpenCV DNN can load"),
         ("PYTORCH", "model.pth", (), "is not a TorchScript model"),
-        ("TENSORFLOW", "frozen.pb", (), "is not a frozen TensorFlow graph OpenCV DNN can load"),
+        ("TENSORFLOW", "frozen.pb", (), "is not a model tensorflow can load"),
     ],
 )
 def test_corrupt_model_file_fails_at_start(
@@ -117,8 +118,6 @@ def test_corrupt_model_file_fails_at_start(
         pytest.importorskip("torch")
     if framework == "ONNX" and not prefer:
         pytest.importorskip("onnxruntime")
-    if framework == "TENSORFLOW" and not backend_class("opencv-tensorflow").available():
-        pytest.skip("this OpenCV has no TensorFlow importer (the no-backend message is tested beside it)")
     (tmp_path / file).write_bytes(b"this is not a model\n" * 10)
     host = ModelHost([entry("bad_node", tmp_path, framework, ("data", IMAGE))], prefer=prefer)
     with pytest.raises(ModelError) as caught:
