@@ -164,6 +164,17 @@ def export_container_command(
     click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
 
 
+aws_option = click.option(
+    "--aws",
+    type=click.Choice(["none", "host", "local"]),
+    default="none",
+    show_default=True,
+    help="What the app's AWS SDK meets: no credentials, your credentials (a device's runtime role), "
+    "or CloudWatch metrics kept here and nothing sent to AWS.",
+)
+"""``--aws none|host|local`` of ``run``, ``serve`` and ``dev`` (see ``emulator.device.aws``)."""
+
+
 def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     cameras: dict[str, str] = {}
     for value in values:
@@ -215,6 +226,7 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
 )
+@aws_option
 @click.option(
     "--quiet-timeout",
     type=click.FloatRange(min=0),
@@ -252,6 +264,7 @@ def run_command(
     hdmi_record: str | None,
     summary_json: str | None,
     network: str,
+    aws: str,
     quiet_timeout: float,
     memory_limit: int | None,
     pids_limit: int | None,
@@ -281,6 +294,7 @@ def run_command(
         cameras=_camera_specs(camera),
         mode=mode or default_mode(frames),
         network=network,
+        aws=aws,
         hdmi_out=Path(hdmi_out) if hdmi_out else None,
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         hdmi_every=hdmi_every,
@@ -318,6 +332,10 @@ def run_command(
         markup=False,
         highlight=False,
     )
+    from emulator.device.aws import cloudwatch_lines
+
+    for line in cloudwatch_lines(summary.get("aws")):
+        err_console.print(line, markup=False, highlight=False)
 
 
 # --- the device API: `serve`, and the commands that talk to a running `serve` ----------------------------
@@ -400,6 +418,7 @@ def _echo_status(status: dict[str, Any]) -> None:
     show_default=True,
     help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
 )
+@aws_option
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),
@@ -417,6 +436,7 @@ def serve_command(
     token: str | None,
     camera: tuple[str, ...],
     mode: str,
+    aws: str,
     max_upload_mb: int,
 ) -> None:
     """Serve the device API and the web console for one emulated appliance.
@@ -437,6 +457,7 @@ def serve_command(
         state_dir=Path(state_dir) if state_dir else None,
         cameras=_camera_specs(camera),
         mode=mode,
+        aws=aws,
         quiet=True,
     )
     check_bind(host, token)

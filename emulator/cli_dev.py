@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from emulator.cli import _camera_specs, err_console, reports_errors
+from emulator.cli import _camera_specs, aws_option, err_console, reports_errors
 
 __all__ = ["dev_command", "register", "shell_command"]
 
@@ -48,6 +48,7 @@ __all__ = ["dev_command", "register", "shell_command"]
     show_default=True,
     help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
 )
+@aws_option
 @reports_errors
 def dev_command(
     project_dir: str,
@@ -60,6 +61,7 @@ def dev_command(
     port: int,
     token: str | None,
     mode: str,
+    aws: str,
 ) -> None:
     """Run the app for development: boot it, serve the console and API as `serve`, restart on save.
 
@@ -85,6 +87,7 @@ def dev_command(
         override=Path(override) if override else None,
         cameras=_camera_specs(camera),
         mode=mode,
+        aws=aws,
         quiet=True,
     )
     session = DevSession(

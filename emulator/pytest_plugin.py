@@ -19,6 +19,8 @@ Options (each with an ini equivalent, and each knob an overridable fixture)::
     --panorama-keep-state           panorama_keep_state   keep the temporary state folder after the session
     --panorama-no-build             panorama_build        do not build missing container assets
     --panorama-timeout SECONDS      panorama_timeout      default wait of run_frames and wait_until (120)
+    --panorama-aws MODE             panorama_aws          none (default), host or local: what the app's
+                                                          AWS SDK meets (see docs/appliance.md)
 
 The knobs (and ``panorama_appliance_options``, a dict of more fields such as ``{"network": "none"}``) make
 one ``emulator.ApplianceOptions``, the fixture ``panorama_options``, that the app boots with.
@@ -51,6 +53,7 @@ __all__ = [
     "PanoramaTimeout",
     "panorama_app",
     "panorama_appliance_options",
+    "panorama_aws",
     "panorama_build",
     "panorama_cameras",
     "panorama_device",
@@ -112,6 +115,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="do not build missing container assets before booting",
     )
     group.addoption("--panorama-timeout", type=float, metavar="SECONDS", help="default wait (120 s)")
+    group.addoption(
+        "--panorama-aws",
+        choices=("none", "host", "local"),
+        help="what the app's AWS SDK meets: no credentials, yours, or local CloudWatch (default: none)",
+    )
     parser.addini("panorama_project", "the Panorama project, relative to the ini file", default="")
     parser.addini("panorama_cameras", "NODE=SOURCE camera sources, one per line", type="linelist", default=[])
     parser.addini("panorama_device", "the emulated device's name", default="pytest")
@@ -122,6 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("panorama_timeout", "default wait in seconds", default="120")
     parser.addini("panorama_memory_limit", "memory of each app in MiB (0: no limit)", default="")
     parser.addini("panorama_pids_limit", "processes and threads of each app (0: no limit)", default="")
+    parser.addini("panorama_aws", "none, host or local: what the app's AWS SDK meets", default="none")
 
 
 def _cameras(config: pytest.Config) -> dict[str, str]:
@@ -227,6 +236,12 @@ def panorama_fresh_storage() -> bool:
 
 
 @pytest.fixture
+def panorama_aws(request: pytest.FixtureRequest) -> str:
+    """What the app's AWS SDK meets: ``none``, ``host`` or ``local`` (ini ``panorama_aws``)."""
+    return str(_option(request.config, "panorama_aws"))
+
+
+@pytest.fixture
 def panorama_appliance_options() -> dict[str, Any]:
     """More ``emulator.ApplianceOptions`` fields, such as ``{"network": "none"}``."""
     return {}
@@ -240,6 +255,7 @@ def panorama_options(
     panorama_state_dir: Path,
     panorama_graph: Path | None,
     panorama_override: Path | None,
+    panorama_aws: str,
     panorama_appliance_options: dict[str, Any],
     request: pytest.FixtureRequest,
 ) -> ApplianceOptions:
@@ -268,6 +284,7 @@ def panorama_options(
             override=panorama_override,
             cameras=panorama_cameras,
             mode=panorama_mode,
+            aws=panorama_aws,
             quiet=True,
             limits=limits,
         ).changed(**panorama_appliance_options)

@@ -91,9 +91,9 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
         restarts, exit codes, ``last_cause``: the limit that last ended it, arch, emulated), ``emulated``
-        (node -> CPU, for the nodes that ran through qemu-user), ``cameras``, ``models``, ``dropped_frames``,
-        ``restarts``, ``exit_codes``,
-        ``paths`` (storage, logs per node, last HDMI frame).
+        (node -> CPU, for the nodes that ran through qemu-user), ``cameras``, ``models``, ``aws`` (the mode;
+        with ``--aws local`` the CloudWatch metrics the app put), ``dropped_frames``, ``restarts``,
+        ``exit_codes``, ``paths`` (storage, logs per node, last HDMI frame).
     """
     status = appliance.status()
     status_nodes = status["nodes"] if isinstance(status["nodes"], dict) else {}
@@ -126,6 +126,7 @@ def summarize(appliance: Appliance, metrics: Mapping[str, Any], *, seconds: floa
         "nodes": nodes,
         "cameras": metrics.get("cameras", {}),
         "models": metrics.get("models", {}),
+        "aws": metrics.get("aws") or {"mode": appliance.aws},
         "dropped_frames": sum(int(node["dropped"] or 0) for node in nodes.values()),
         "restarts": sum(int(node["restarts"] or 0) for node in nodes.values()),
         "exit_codes": {name: node["exit_codes"] for name, node in nodes.items()},

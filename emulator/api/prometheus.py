@@ -20,6 +20,7 @@ _COLLECTIONS = {
     "nodes": "node",
     "per_camera": "camera",
     "per_node": "node",
+    "series": "metric",
     "streams": "stream",
 }
 _BAD = re.compile(r"[^a-zA-Z0-9_]")
@@ -61,8 +62,9 @@ def prometheus_text(figures: Mapping[str, object]) -> str:
     """Render nested figures as Prometheus metrics.
 
     Numbers and booleans become samples named by their path (``panorama_emulator_<key>_<key>``); below
-    ``nodes``, ``cameras``, ``models`` and ``streams`` the keys are names and become a label instead
-    (``panorama_emulator_nodes_fps{node="code_node"}``). Strings, lists and None are left out.
+    ``nodes``, ``cameras``, ``models``, ``streams`` and ``series`` (the CloudWatch metrics ``--aws local``
+    keeps) the keys are names and become a label instead (``panorama_emulator_nodes_fps{node="code_node"}``).
+    Strings, lists and None are left out.
 
     Args:
         figures: the figures, as the device API's JSON metrics hold them.

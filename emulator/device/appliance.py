@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from emulator.device import arch
+from emulator.device.aws import AwsEndpoint, start_aws
 from emulator.device.boot_files import count_boot, etc_files, read_boot_count
 from emulator.device.limits import limits_in_force
 from emulator.device.netstack import app_resolver
@@ -61,6 +62,7 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
+    aws: AwsEndpoint | None = None
 
 
 class _Echo:
@@ -159,6 +161,11 @@ class Appliance:
     def network(self) -> str:
         """``host`` or ``none``."""
         return self.options.network
+
+    @property
+    def aws(self) -> str:
+        """What the app's AWS SDK meets: ``none``, ``host`` or ``local``."""
+        return self.options.aws
 
     # --- context manager ---------------------------------------------------------------------------------
 
@@ -321,22 +328,28 @@ class Appliance:
             etc = etc_files(self.store.root, self.device)
             if self.options.network == "app":
                 etc = app_resolver(etc, self.store.root / "etc")
+            aws = start_aws(self.aws, run_dir, network=self.network)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
-            runtime = start_runtime(
-                self.plan,
-                run_dir,
-                cameras=self.cameras,
-                hdmi=self.hdmi if self.plan.sinks else None,
-                model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
-                mode=self.mode,
-            )
+            try:
+                runtime = start_runtime(
+                    self.plan,
+                    run_dir,
+                    cameras=self.cameras,
+                    hdmi=self.hdmi if self.plan.sinks else None,
+                    model_dirs={model.name: self._rootfs[model.name] for model in self.plan.models},
+                    mode=self.mode,
+                )
+            except BaseException:
+                if aws is not None:
+                    aws.close()
+                raise
             supervisor: Supervisor | None = None
             forwarders: list[PortForwarder] = []
             try:
                 services = [
-                    self._service(node, launcher, runtime, run_dir, etc, unprivileged)
+                    self._service(node, launcher, runtime, run_dir, etc, unprivileged, aws)
                     for node in self.plan.code_nodes
                     if node.starts_at_boot
                 ]
@@ -360,8 +373,10 @@ class Appliance:
                 if supervisor is not None:
                     supervisor.kill()
                 runtime.stop()
+                if aws is not None:
+                    aws.close()
                 raise
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes)
+            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -418,6 +433,8 @@ class Appliance:
     def _power_off(self, boot: _Boot) -> None:
         clear_sandbox_records(self.store.root)
         boot.runtime.stop()
+        if boot.aws is not None:
+            boot.aws.close()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
 
@@ -552,6 +569,7 @@ class Appliance:
             "uptime_s": round(self.uptime, 3),
             "mode": self.mode,
             "network": self.network,
+            "aws": self.aws,
             "routes": [route.__dict__ for route in (boot.routes if boot is not None else [])],
             "nodes": nodes,
         }
@@ -586,6 +604,8 @@ class Appliance:
         figures["uptime_s"] = round(self.uptime, 3)
         figures["mode"] = self.mode
         figures["models"] = boot.runtime.model_metrics() if boot is not None else {}
+        if boot is not None and boot.aws is not None:
+            figures["aws"] = boot.aws.figures()
         if self.plan.sinks and self._hdmi is not None:
             figures["hdmi"] = self._hdmi.metrics()
         return figures
@@ -605,6 +625,7 @@ class Appliance:
         run_dir: Path,
         etc: Mapping[str, Path],
         unprivileged: bool,
+        aws: AwsEndpoint | None = None,
     ) -> Service:
         env = self._base_env(node)
         bridge = runtime.node_env(node.name)
@@ -619,6 +640,9 @@ class Appliance:
         ) + self.overlays.get(node.name, ())
         descriptor = node.descriptor
         command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
+        if aws is not None:
+            env.update(aws.app_env())
+            command = aws.gate(command, rootfs, env["PATH"])
         logs_dir = self.store.logs_dir(self.app, node.name)
         spec = SandboxSpec(
             rootfs=rootfs,

@@ -19,10 +19,12 @@ from emulator.device.sandbox import NETWORKS
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError
 
-__all__ = ["MODES", "NETWORKS", "ApplianceOptions"]
+__all__ = ["AWS_MODES", "MODES", "NETWORKS", "ApplianceOptions"]
 
 MODES = ("lockstep", "realtime")
 """Camera pacing: a camera waits for the app (``lockstep``) or runs at its frame rate (``realtime``)."""
+AWS_MODES = ("none", "host", "local")
+"""What the app's AWS SDK meets: no credentials, the caller's, or CloudWatch answered by the emulator."""
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -43,6 +45,9 @@ class ApplianceOptions:
         mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
         network: ``app`` (each app has a network namespace of its own with a way out, as on a device),
             ``host`` (the apps share the host's network, unlike a device) or ``none`` (loopback only).
+        aws: what the app's AWS SDK meets: ``none`` (no credentials), ``host`` (the caller's credentials
+            through a container credentials endpoint) or ``local`` (CloudWatch metrics kept by the emulator,
+            nothing sent to AWS); see :mod:`emulator.device.aws`.
         hdmi_out: a folder where the HDMI sink keeps ``last.png``.
         hdmi_record: an MP4 file that records every screen the HDMI output shows.
         hdmi_every: also keep every K-th HDMI screen in ``hdmi_out`` as ``hdmi-<n>.png`` (n counts screens
@@ -58,7 +63,7 @@ class ApplianceOptions:
             ``Appliance.restart_node`` (``dev`` waits for the next save).
 
     Raises:
-        DeviceError: a bad mode, network, grace period or quiet timeout.
+        DeviceError: a bad mode, network, AWS mode, grace period or quiet timeout.
     """
 
     device: str = "default"
@@ -68,6 +73,7 @@ class ApplianceOptions:
     cameras: Mapping[str, str] = field(default_factory=dict)
     mode: str = "lockstep"
     network: str = "app"
+    aws: str = "none"
     hdmi_out: Path | None = None
     hdmi_record: Path | None = None
     hdmi_every: int | None = None
@@ -84,6 +90,8 @@ class ApplianceOptions:
             raise DeviceError(f"mode must be lockstep or realtime, not {self.mode!r}")
         if self.network not in NETWORKS:
             raise DeviceError(f"network must be app, host or none, not {self.network!r}")
+        if self.aws not in AWS_MODES:
+            raise DeviceError(f"aws must be none, host or local, not {self.aws!r}")
         if not (self.quiet_timeout >= 0 and math.isfinite(self.quiet_timeout)):
             raise DeviceError(f"quiet_timeout must be a number of seconds >= 0, not {self.quiet_timeout}")
         if not (self.grace_period >= 0 and math.isfinite(self.grace_period)):

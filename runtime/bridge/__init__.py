@@ -1,4 +1,5 @@
-"""The appliance's side of the bridge to apps: sockets, shared-memory frames, camera pacing and metrics.
+"""The appliance's side of the bridge to apps: sockets, shared-memory frames, camera pacing, metrics, and the
+call service that lends each app connection its call buffer and channel to the model server.
 
 ``Runtime`` serves the code nodes of one application plan for one boot; ``node_env`` gives the environment
 an app needs to find its bridge, and the ``SANDBOX_*`` paths say where the run directory and the SDK

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
-
-import numpy as np
+from typing import Protocol
 
 from runtime.media.overlay import Output
 
@@ -21,7 +19,6 @@ __all__ = [
     "FrameSink",
     "InterfaceSpec",
     "LeasedChannel",
-    "LendingModelCaller",
     "ModelCaller",
     "ModelDescriptorSpec",
     "ModelInputSpec",
@@ -111,19 +108,6 @@ class PlanSpec(Protocol):
     def models(self) -> Sequence[ModelNodeSpec]: ...
 
 
-class ModelCaller(Protocol):
-    """Runs model nodes for apps (``runtime.models.ModelHost``).
-
-    ``call`` raises ``KeyError`` for a node it does not serve and an exception whose ``str()`` is one line
-    (``emulator.errors.ModelError``) when the model fails.
-    """
-
-    @property
-    def names(self) -> tuple[str, ...]: ...
-
-    def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]: ...
-
-
 class CallTally(Protocol):
     """Counts of the calls an app made on the channels lent to it (``runtime.models.tally.Tally``)."""
 
@@ -135,8 +119,8 @@ class CallTally(Protocol):
 
 
 class LeasedChannel(Protocol):
-    """A channel to the model server whose shared memory is a memfd an app maps
-    (``runtime.models.ModelLease``); it also lends the app channels of its own to the model server."""
+    """The shared memory (a memfd) of one app connection's model calls, which lends the app channels of its
+    own to the model server (``runtime.models.ModelLease``)."""
 
     @property
     def tally(self) -> CallTally: ...
@@ -153,16 +137,15 @@ class LeasedChannel(Protocol):
 
     def ensure(self, size: int) -> None: ...
 
-    def call(
-        self, node: str, inputs: Sequence[tuple[str, np.dtype[Any], Sequence[int], int]]
-    ) -> Sequence[tuple[str, tuple[int, ...], int]]: ...
-
     def close(self) -> None: ...
 
 
-@runtime_checkable
-class LendingModelCaller(ModelCaller, Protocol):
-    """A model caller that also lends channels whose shared memory the app maps (``ModelHost``)."""
+class ModelCaller(Protocol):
+    """Serves model nodes to apps (``runtime.models.ModelHost``): one lease per app connection that calls.
+
+    ``lease`` raises ``OSError`` when there is no memory for the memfd; a lease's ``lend`` raises an exception
+    whose ``str()`` is one line (``emulator.errors.ModelError``) when no model server can serve the channel.
+    """
 
     def lease(self, size: int) -> LeasedChannel: ...
 

@@ -4,8 +4,9 @@ One :class:`NodeServer` per code node listens on ``<run dir>/<node>.sock``. The 
 opens a *session* (a restarted app gets a fresh one; the previous one is closed); its end, however the app
 died, releases every slot the app held within moments. Each of the app's request connections is served by
 its own thread: ``get`` waits for frames (under the runtime's condition), ``put`` hands frames to the
-HDMI output straight from their slots, ``call`` runs a model node, its arrays passing through the
-connection's call buffer (:mod:`runtime.bridge.calls`).
+HDMI output straight from their slots, ``buffer`` and ``lost`` go to the connection's call service
+(:mod:`runtime.bridge.calls`): model calls themselves go from the app to the model server on a channel that
+service lends, never through here.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from emulator.errors import one_line
-from runtime.bridge.calls import CallBuffer, LeasedCallBuffer, call_buffer
-from runtime.bridge.contracts import CallTally, CodeNodeSpec, ModelCaller
+from runtime.bridge.calls import CallService
+from runtime.bridge.contracts import CodeNodeSpec, ModelCaller
 from runtime.bridge.frames import Ring, Slot, SlotPool
 from runtime.bridge.metrics import NodeStats
 from runtime.media.overlay import Output
@@ -61,7 +62,7 @@ class NodeServer:
         rings: the node's media input ports -> their rings, in camera order.
         pool: the runtime's slots.
         stats: the node's counters.
-        models: runs model nodes, or None.
+        models: serves model nodes to apps, or None.
         model_inputs: model nodes of the graph -> their declared input names.
         stream_uris: camera node -> the URI apps see as ``stream_uri``.
         mode: ``lockstep`` or ``realtime``.
@@ -297,8 +298,7 @@ class NodeServer:
             self._error(conn, P.ERR_CLOSED, f"the session of node {self.name} is over")
             return
         P.send_message(conn, {"op": P.OP_READY})
-        buffer: CallBuffer | LeasedCallBuffer | None = None
-        lent: list[CallTally] = []  # the tally of the channels lent to the app, once one was
+        calls = CallService(self.name, self.models, list(self.model_inputs), self.stats, self.cond)
         mapped: set[int] = set()  # the slots whose memfd this connection was sent
         try:
             while True:
@@ -311,20 +311,14 @@ class NodeServer:
                     self._get(conn, session, message, mapped)
                 elif op == P.OP_PUT:
                     self._put(session, message, tail)
-                elif op == P.OP_CALL:
-                    self._call(conn, message, tail, buffer)
                 elif op == P.OP_BUFFER:
-                    buffer = self._buffer(conn, message, buffer, lent)
+                    calls.buffer(conn, message)
                 elif op == P.OP_LOST:
-                    self._lost(conn, message, buffer)
+                    calls.lost(conn, message)
                 else:
                     self._error(conn, P.ERR_PROTOCOL, f"unknown request {op!r}")
         finally:
-            if buffer is not None:
-                if lent:
-                    with self.cond:
-                        self.stats.fold(lent[0])
-                buffer.close()
+            calls.close()
 
     def _error(self, conn: socket.socket, kind: str, message: str) -> None:
         P.send_message(conn, {"op": P.OP_ERROR, "kind": kind, "message": message})
@@ -502,113 +496,3 @@ class NodeServer:
                     Output(image=image, labels=labels, rects=rects, stream_id=str(item.get("stream_id", "")))
                 )
         return outputs, holds
-
-    def _buffer(
-        self,
-        conn: socket.socket,
-        message: dict[str, Any],
-        buffer: CallBuffer | LeasedCallBuffer | None,
-        lent: list[CallTally],
-    ) -> CallBuffer | LeasedCallBuffer | None:
-        size = message.get("size")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            self._error(conn, P.ERR_VALUE, f"bad call buffer size {size!r}")
-            return buffer
-        if self.models is None:
-            self._error(conn, P.ERR_VALUE, "no model runtime attached to the appliance")
-            return buffer
-        if buffer is None:
-            buffer = call_buffer(self.models)
-        try:
-            buffer.ensure(size)
-        except (OSError, ValueError) as error:
-            self._error(conn, P.ERR_VALUE, f"no call buffer of {size} bytes: {one_line(error)}")
-            return buffer
-        channel = self._lend(buffer, lent) if message.get("channel") else None
-        if channel is None:
-            P.send_message(conn, {"op": P.OP_BUFFER, "size": buffer.size}, fds=[buffer.fd])
-            return buffer
-        with channel:
-            P.send_message(
-                conn,
-                {"op": P.OP_BUFFER, "size": buffer.size, "channel": 1},
-                [],
-                [buffer.fd, channel.fileno()],
-            )
-        return buffer
-
-    def _lend(self, buffer: CallBuffer | LeasedCallBuffer, lent: list[CallTally]) -> socket.socket | None:
-        """A channel of the app's own to the model server, or None when calls must come here."""
-        if not isinstance(buffer, LeasedCallBuffer):
-            return None
-        try:
-            channel = buffer.lend(list(self.model_inputs))
-        except Exception as error:
-            # The app calls through the appliance instead, which reports the model server's trouble.
-            _log.warning("node %s: no model channel for the app: %s", self.name, one_line(error))
-            return None
-        if not lent:
-            lent.append(buffer.tally)
-            with self.cond:
-                self.stats.tallies.append(buffer.tally)
-        return channel
-
-    def _lost(
-        self, conn: socket.socket, message: dict[str, Any], buffer: CallBuffer | LeasedCallBuffer | None
-    ) -> None:
-        model = message.get("model")  # the model server counted the call when it began
-        if not isinstance(buffer, LeasedCallBuffer) or not isinstance(model, str):
-            self._call_failed(conn, P.ERR_PROTOCOL, "no model channel was lent to this connection")
-            return
-        self._call_failed(conn, P.ERR_MODEL, one_line(buffer.lost(model)))
-
-    def _call(
-        self,
-        conn: socket.socket,
-        message: dict[str, Any],
-        tail: bytearray,
-        buffer: CallBuffer | LeasedCallBuffer | None,
-    ) -> None:
-        model = message.get("model")
-        with self.cond:
-            self.stats.model_calls += 1
-        if not isinstance(model, str) or model not in self.model_inputs:
-            self._call_failed(conn, P.ERR_KEY, f"model node {model!r} is not in the application graph")
-            return
-        if self.models is None:
-            self._call_failed(
-                conn, P.ERR_MODEL, f"model node {model}: no model runtime attached to the appliance"
-            )
-            return
-        specs = message.get("inputs", [])
-        results: list[np.ndarray] = []
-        try:
-            if message.get("shm"):
-                if buffer is None:
-                    raise P.ProtocolError("no call buffer: ask for one first")
-                # The arrays stay in the call buffer: the answer says where the outputs are.
-                header = {"op": P.OP_RESULT, "outputs": buffer.call(model, specs), "size": buffer.size}
-            else:
-                try:
-                    arrays = P.arrays_from_tail(specs, tail)
-                    inputs = {str(spec["name"]): array for spec, array in zip(specs, arrays, strict=True)}
-                except (KeyError, TypeError) as error:
-                    raise P.ProtocolError(str(error)) from None
-                results = [np.asarray(result) for result in self.models.call(model, inputs)]
-                header = {"op": P.OP_RESULT, "outputs": P.array_specs(results)}
-        except P.ProtocolError as error:
-            self._call_failed(conn, P.ERR_VALUE, f"bad inputs for model node {model}: {one_line(error)}")
-            return
-        except KeyError as error:
-            self._call_failed(conn, P.ERR_KEY, f"model node {model} is not served: {one_line(error)}")
-            return
-        except Exception as error:
-            self._call_failed(conn, P.ERR_MODEL, one_line(error))
-            return
-        P.send_message(conn, header, P.tail_buffers(results))
-
-    def _call_failed(self, conn: socket.socket, kind: str, message: str) -> None:
-        with self.cond:
-            self.stats.model_errors += 1
-            self.stats.note_error(message)
-        self._error(conn, kind, message)

@@ -2,8 +2,9 @@
 
 ``app_plan(code_node(...))`` builds a plan of plain frozen dataclasses that satisfy the protocols of
 :mod:`runtime.bridge.contracts` (the shape of the appliance's ``emulator.plan.AppPlan``) without a project on
-disk; ``FakeModels`` answers ``node.call`` with plain functions; ``launch_app`` runs an app script as a plain
-process (no sandbox) against a started :class:`~runtime.bridge.Runtime`, with host paths.
+disk; ``FakeModels`` (:mod:`runtime.bridge.fake_models`) answers ``node.call`` with plain functions;
+``launch_app`` runs an app script as a plain process (no sandbox) against a started
+:class:`~runtime.bridge.Runtime`, with host paths.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +23,7 @@ from types import TracebackType
 import numpy as np
 
 from runtime.bridge.contracts import FrameSink, ModelCaller, ParamValue
+from runtime.bridge.fake_models import FakeModels
 from runtime.bridge.runtime import Runtime
 from runtime.media.camera import ArraySource, CameraSource
 
@@ -171,31 +173,6 @@ def app_plan(*nodes: FakeCodeNode, models: Sequence[FakeModelNode] = ()) -> Fake
         for names in node.media_inputs.values():
             cameras += [name for name in names if name not in cameras]
     return FakePlan(tuple(nodes), tuple(models), tuple(FakeCamera(name) for name in cameras))
-
-
-class FakeModels:
-    """A model caller that runs plain functions: ``FakeModels({"model_node": lambda inputs: (...)})``.
-
-    A function that raises makes the call fail with its message, as a model error does.
-
-    Args:
-        functions: model node -> function of the input dict returning a tuple of arrays.
-    """
-
-    def __init__(self, functions: Mapping[str, Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]]]):
-        self._functions = dict(functions)
-        self.calls: list[tuple[str, dict[str, np.ndarray]]] = []
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The model nodes served."""
-        return tuple(self._functions)
-
-    def call(self, node: str, inputs: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Run the function of ``node`` (KeyError when there is none)."""
-        function = self._functions[node]
-        self.calls.append((node, {name: np.array(value) for name, value in inputs.items()}))
-        return tuple(function(inputs))
 
 
 def launch_app(

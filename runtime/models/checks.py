@@ -7,26 +7,26 @@ the channel's shared memory. Both say the same thing about the same mistake, nam
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from emulator.errors import ModelError
-from runtime.models.protocol import SharedBuffer, align
-from runtime.models.server import Meta
+from runtime.models.protocol import SharedBuffer
+from runtime.sdk.panoramasdk._protocol import ArraySlot, align
 
-__all__ = ["Checked", "PlacedInput", "check_inputs", "check_placed", "shape_matches"]
+__all__ = ["Checked", "check_inputs", "check_placed", "shape_matches"]
 
 Checked = list[tuple[str, np.dtype[Any]]]
 """``(name, dtype the model takes)`` of each input, in the descriptor's order."""
-PlacedInput = tuple[str, np.dtype[Any], Sequence[int], int]
-"""An input a caller wrote in a channel's shared memory: ``(name, dtype, shape, offset)``."""
 
 
-def shape_matches(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:
-    """Whether a shape is the declared one (a non-positive declared dimension accepts any size)."""
+def shape_matches(actual: tuple[int, ...], declared: tuple[int, ...] | None) -> bool:
+    """Whether a shape is the declared one (a non-positive declared dimension accepts any size; None, which
+    only a test double declares, any shape)."""
+    if declared is None:
+        return True
     return len(actual) == len(declared) and all(
         d <= 0 or a == d for a, d in zip(actual, declared, strict=True)
     )
@@ -34,7 +34,7 @@ def shape_matches(actual: tuple[int, ...], declared: tuple[int, ...]) -> bool:
 
 def check_inputs(
     node: str,
-    declared: Mapping[str, tuple[int, ...]],
+    declared: Mapping[str, tuple[int, ...] | None],
     dtypes: Mapping[str, np.dtype[Any]],
     given: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
 ) -> Checked:
@@ -42,7 +42,7 @@ def check_inputs(
 
     Args:
         node: the model node (for the messages).
-        declared: the descriptor's input shapes by name, in its order.
+        declared: the descriptor's input shapes by name, in its order (None: any shape).
         dtypes: the element type the model takes for each input (float32 when not listed).
         given: ``(dtype, shape)`` of each input the caller passed.
 
@@ -73,11 +73,11 @@ def check_inputs(
 
 def check_placed(
     node: str,
-    declared: Mapping[str, tuple[int, ...]],
+    declared: Mapping[str, tuple[int, ...] | None],
     dtypes: Mapping[str, np.dtype[Any]],
     buffer: SharedBuffer,
-    inputs: Sequence[PlacedInput],
-) -> Meta:
+    inputs: Sequence[ArraySlot],
+) -> list[ArraySlot]:
     """Check inputs written in a channel's shared memory; convert those not in the model's type (after them).
 
     Args:
@@ -88,31 +88,32 @@ def check_placed(
         inputs: where the caller wrote each input.
 
     Returns:
-        Where each input, in the model's type, now lies.
+        Where each input, in the model's type, now lies, in the descriptor's order.
 
     Raises:
         ModelError: as for :func:`check_inputs`, an input lies outside the shared memory, or no memory is
             left for a conversion.
     """
-    placed = {name: (dtype, tuple(shape), offset) for name, dtype, shape, offset in inputs}
-    checked = check_inputs(node, declared, dtypes, {name: (d, s) for name, (d, s, _) in placed.items()})
+    placed = {slot.name: slot for slot in inputs}
+    checked = check_inputs(
+        node, declared, dtypes, {name: (np.dtype(slot.dtype), slot.shape) for name, slot in placed.items()}
+    )
     end = 0
-    for name, (dtype, shape, offset) in placed.items():
-        nbytes = math.prod(shape) * dtype.itemsize
-        if offset < 0 or offset + nbytes > buffer.size:
+    for name, slot in placed.items():
+        if slot.offset < 0 or slot.end > buffer.size:
             raise ModelError(f"input {name!r} lies outside the call buffer", node=node)
-        end = max(end, offset + nbytes)
-    meta: Meta = []
+        end = max(end, slot.end)
+    slots: list[ArraySlot] = []
     for name, wanted in checked:
-        dtype, shape, offset = placed[name]
-        if dtype != wanted or offset % wanted.alignment:
-            source = buffer.array(dtype, shape, offset)
-            offset = align(end)
-            end = offset + source.size * wanted.itemsize
+        slot = placed[name]
+        if slot.dtype != wanted.str or slot.offset % wanted.alignment:
+            source = buffer.view(slot)
+            slot = ArraySlot(name, wanted.str, slot.shape, align(end))
+            end = slot.end
             try:
                 buffer.ensure(end)
             except OSError as error:
                 raise ModelError(f"no shared memory for the inputs: {error}", node=node) from None
-            np.copyto(buffer.array(wanted, shape, offset), source, casting="unsafe")
-        meta.append((name, wanted.str, shape, offset))
-    return meta
+            np.copyto(buffer.view(slot), source, casting="unsafe")
+        slots.append(slot)
+    return slots

@@ -5,9 +5,10 @@ a framework that crashes - even with a segmentation fault - takes down only that
 fail with a :class:`~emulator.errors.ModelError` naming the model node and the cause, the server is started
 again in the background, and the appliance keeps running. Inputs are checked here, against the descriptor,
 before anything is sent; arrays travel through shared memory (see :mod:`runtime.models.protocol`). A
-:class:`ModelLease` is a channel whose shared memory (a memfd) another process maps too; it also lends that
-process (an app) channels of its own to the model server, which then checks the app's calls itself
-(:mod:`runtime.models.serving`), so that an app's ``self.call`` does not pass through the appliance.
+:class:`ModelLease` is the shared memory (a memfd) of one app connection's model calls: it lends the app
+channels of its own to the model server, which checks the app's calls itself (:mod:`runtime.models.serving`),
+so that an app's ``self.call`` does not pass through the appliance (the bridge's call service,
+:mod:`runtime.bridge.calls`, holds one lease per connection).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import numpy as np
 
 from emulator.errors import ModelError
 from runtime.models.base import ModelEntry, ModelSpec, select_backend
-from runtime.models.checks import PlacedInput, check_inputs, check_placed
+from runtime.models.checks import check_inputs
 from runtime.models.protocol import SharedBuffer
-from runtime.models.server import SERVER_ENV, CallFailed, Channel, Placed, Prepared, Server, ServerLost
+from runtime.models.server import SERVER_ENV, CallFailed, Server, ServerLost
 from runtime.models.tally import Tally
 
 __all__ = ["SERVER_ENV", "ModelHost", "ModelLease"]
@@ -195,7 +196,7 @@ class ModelHost:
         return self._counted(node, lambda: self._call(node, inputs))
 
     def lease(self, size: int) -> ModelLease:
-        """A channel of one's own whose shared memory is a new memfd, for a caller in another process.
+        """The shared memory (a new memfd) of one app connection's model calls, lending it channels.
 
         Args:
             size: the memfd's first size in bytes.
@@ -252,34 +253,36 @@ class ModelHost:
         server.release(channel)
         return outputs
 
-    def _call_leased(self, lease: ModelLease, node: str, inputs: Sequence[PlacedInput]) -> Placed:
-        return self._counted(node, lambda: self._run_leased(lease, node, inputs))
+    def lend(self, buffer: SharedBuffer, tally: Tally, nodes: Sequence[str]) -> tuple[socket.socket, Server]:
+        """Open a channel to the model server for an app that maps ``buffer`` (see :meth:`ModelLease.lend`).
 
-    def _run_leased(self, lease: ModelLease, node: str, inputs: Sequence[PlacedInput]) -> Placed:
-        meta = check_placed(node, self._shapes[node], self._dtypes.get(node, {}), lease.buffer, inputs)
+        Args:
+            buffer: the channel's shared memory; it stays the caller's.
+            tally: where the server counts the channel's calls; it stays the caller's.
+            nodes: the model nodes the app may call.
+
+        Returns:
+            The app's end of the channel, and the server that serves it (for :meth:`channel_lost`).
+
+        Raises:
+            ModelError: the host is closed, or no model server can be started.
+        """
         server = self._running_server()
         try:
-            return lease.channel(server).run(node, meta)
-        except CallFailed as failure:
-            raise ModelError(f"the model failed: {failure}", node=node) from None
-        except ServerLost:
-            lease.drop()
-            raise self._lost(server, node) from None
-        except BaseException:
-            lease.drop()
-            raise
-
-    def _lend(self, lease: ModelLease, nodes: Sequence[str]) -> socket.socket:
-        server = self._running_server()
-        try:
-            sock = server.lend(lease.buffer, lease.tally, nodes)
+            return server.lend(buffer, tally, nodes), server
         except ServerLost:
             raise self._lost(server, None) from None
-        lease._app_server = server
-        return sock
 
-    def _app_lost(self, lease: ModelLease, node: str) -> ModelError:
-        server, lease._app_server = lease._app_server, None
+    def channel_lost(self, server: Server | None, node: str) -> ModelError:
+        """Why a channel lent to an app ended during its call to ``node``; the call counts as failed.
+
+        Args:
+            server: the server that served the channel (None: unknown).
+            node: the model node the app was calling.
+
+        Returns:
+            The error for the app: the model server stopped (it is being restarted), or closed the channel.
+        """
         stats = self._stats.get(node)
         if stats is not None:
             with self._stats_lock:
@@ -302,7 +305,9 @@ class ModelHost:
             f"the model server stopped during the call ({cause}); it is being restarted", node=node
         )
 
-    def _prepare(self, node: str, inputs: Mapping[str, np.ndarray] | np.ndarray) -> Prepared:
+    def _prepare(
+        self, node: str, inputs: Mapping[str, np.ndarray] | np.ndarray
+    ) -> list[tuple[str, np.ndarray, np.dtype[Any]]]:
         declared = self._shapes[node]
         names = list(declared)
         if isinstance(inputs, np.ndarray):
@@ -386,11 +391,11 @@ class ModelHost:
 
 
 class ModelLease:
-    """A channel to the model server of one's own, whose shared memory (a memfd) another process maps too.
+    """The shared memory (a memfd) of one app connection's model calls, and the channels lent to the app.
 
-    The bridge gives one to each app connection that calls model nodes: the app writes the inputs into the
-    file and reads the outputs from it, so no array is copied in the appliance. After a server restart the
-    lease opens a channel to the new server on the same file. One call at a time.
+    The bridge holds one for each app connection that calls model nodes: the app maps the file, writes the
+    inputs into it and reads the outputs from it, and sends its calls on a channel to the model server that
+    the lease lends it, so no array is copied in the appliance and no call passes through it.
 
     Args:
         host: the model host.
@@ -400,10 +405,8 @@ class ModelLease:
     def __init__(self, host: ModelHost, buffer: SharedBuffer) -> None:
         self._host = host
         self.buffer = buffer
-        self._server: Server | None = None
-        self._channel: Channel | None = None
         self._tally: Tally | None = None
-        self._app_server: Server | None = None  # the server of the channel last lent to the app
+        self._server: Server | None = None  # the server of the channel last lent to the app
 
     @property
     def size(self) -> int:
@@ -423,22 +426,6 @@ class ModelLease:
         """
         self.buffer.ensure(size)
 
-    def call(self, node: str, inputs: Sequence[PlacedInput]) -> Placed:
-        """Run a model node on inputs in the file, as :meth:`ModelHost.call` does (same checks and errors).
-
-        Args:
-            node: the model node.
-            inputs: ``(name, dtype, shape, offset)`` of each input in the file.
-
-        Returns:
-            ``(dtype, shape, offset)`` of each output (float32) in the file, whose size may have grown.
-
-        Raises:
-            KeyError: there is no model node of that name.
-            ModelError: as for :meth:`ModelHost.call`, or an input lies outside the file.
-        """
-        return self._host._call_leased(self, node, inputs)
-
     @property
     def tally(self) -> Tally:
         """The counts of the calls made on the channels lent to the app (made on first use)."""
@@ -450,8 +437,8 @@ class ModelLease:
         """A channel straight to the model server for the app that maps the file.
 
         The app sends its calls there itself (see :class:`runtime.models.serving.AppChannel`); the server
-        checks them as :meth:`call` does and counts them in :attr:`tally` and in the host's metrics. A new
-        channel replaces none: ask for one after a call finds the last one gone (:meth:`lost`).
+        checks them as :meth:`ModelHost.call` does and counts them in :attr:`tally` and in the host's
+        metrics. A new channel replaces none: ask for one after a call finds the last one gone (:meth:`lost`).
 
         Args:
             nodes: the model nodes the app may call.
@@ -463,7 +450,8 @@ class ModelLease:
             ModelError: the host is closed, or no model server can be started.
             OSError: no memory for the tally.
         """
-        return self._host._lend(self, nodes)
+        sock, self._server = self._host.lend(self.buffer, self.tally, nodes)
+        return sock
 
     def lost(self, node: str) -> ModelError:
         """Why the channel lent to the app ended during its call to ``node`` (counted as a failed call).
@@ -474,30 +462,11 @@ class ModelLease:
         Returns:
             The error to give the app: the model server stopped (being restarted), or closed the channel.
         """
-        return self._host._app_lost(self, node)
-
-    def channel(self, server: Server) -> Channel:
-        """The channel to ``server``, opened on first use and after a restart.
-
-        Raises:
-            ServerLost: the server is gone.
-        """
-        if self._channel is None or self._server is not server:
-            self.drop()
-            self._channel = Channel(server.attach(self.buffer), self.buffer)
-            self._server = server
-        return self._channel
-
-    def drop(self) -> None:
-        """Close the channel (not the file)."""
-        if self._channel is not None:
-            self._channel.sock.close()
-            self._channel = None
-            self._server = None
+        server, self._server = self._server, None
+        return self._host.channel_lost(server, node)
 
     def close(self) -> None:
-        """Close the channel, the memfd and the tally's file (its counts stay readable)."""
-        self.drop()
+        """Close the memfd and the tally's file (its counts stay readable)."""
         self.buffer.close()
         if self._tally is not None:
             self._tally.close()

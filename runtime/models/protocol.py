@@ -13,14 +13,15 @@ and the tally of the app's connection (the channel then speaks the app's JSON, s
 :class:`runtime.models.serving.AppChannel`). Server -> appliance: ``("loading", node)`` before each model,
 then ``("ready", {node: ({input: dtype}, [note, ...])})`` or ``("failed", node, message)``.
 
-Channel (one call at a time): ``("call", node, size, [(input, dtype, shape, offset), ...])`` answered by
-``("ok", size, [(dtype, shape, offset), ...])`` or ``("error", message)``.
+Channel (one call at a time): ``("call", node, size, [ArraySlot, ...])`` (the inputs) answered by
+``("ok", size, [ArraySlot, ...])`` (the outputs) or ``("error", message)``; an
+:class:`~runtime.sdk.panoramasdk._protocol.ArraySlot` is the one record of an array in shared memory on every
+channel, the app's included.
 """
 
 from __future__ import annotations
 
 import fcntl
-import math
 import mmap
 import os
 import pickle
@@ -30,42 +31,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALIGN", "MAX_MESSAGE", "SharedBuffer", "align", "layout", "receive", "sealed_memfd", "send"]
+from runtime.sdk.panoramasdk._protocol import ArraySlot
+
+__all__ = ["MAX_MESSAGE", "SharedBuffer", "receive", "sealed_memfd", "send"]
 
 #: largest message either side reads (messages hold metadata only)
 MAX_MESSAGE = 1 << 20
-#: alignment of every array in a shared buffer
-ALIGN = 64
-
-
-def align(offset: int) -> int:
-    """Round an offset up to :data:`ALIGN`.
-
-    Args:
-        offset: a byte offset.
-
-    Returns:
-        The next multiple of ALIGN at or after ``offset``.
-    """
-    return (offset + ALIGN - 1) // ALIGN * ALIGN
-
-
-def layout(arrays: Sequence[tuple[np.dtype[Any], tuple[int, ...]]], start: int = 0) -> tuple[list[int], int]:
-    """Place arrays one after the other in a buffer.
-
-    Args:
-        arrays: ``(dtype, shape)`` of each array.
-        start: where the first may go.
-
-    Returns:
-        The offset of each array and the end of the last one.
-    """
-    offsets = []
-    end = align(start)
-    for dtype, shape in arrays:
-        offsets.append(end)
-        end = align(end + math.prod(shape) * dtype.itemsize)
-    return offsets, end
 
 
 def send(sock: socket.socket, message: object, fds: Sequence[int] = ()) -> None:
@@ -203,6 +174,10 @@ class SharedBuffer:
             A writable array backed by the shared memory.
         """
         return np.ndarray(tuple(shape), dtype=np.dtype(dtype), buffer=self._map, offset=offset)
+
+    def view(self, slot: ArraySlot) -> np.ndarray:
+        """A writable numpy view of the array ``slot`` describes (no copy; the caller checked its bounds)."""
+        return self.array(slot.dtype, slot.shape, slot.offset)
 
     def close(self) -> None:
         """Release the file descriptor (the mapping goes when the last view of it does)."""

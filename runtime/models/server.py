@@ -25,20 +25,14 @@ import numpy as np
 import runtime
 from emulator.errors import ModelError
 from runtime.models.base import ModelSpec
-from runtime.models.protocol import SharedBuffer, layout, receive, send
+from runtime.models.protocol import SharedBuffer, receive, send
 from runtime.models.tally import Tally
+from runtime.sdk.panoramasdk import _protocol as P
 
-__all__ = ["SERVER_ENV", "CallFailed", "Channel", "Meta", "Placed", "Prepared", "Server", "ServerLost"]
+__all__ = ["SERVER_ENV", "CallFailed", "Channel", "Server", "ServerLost"]
 
 logger = logging.getLogger("runtime.models")
 _server_log = logging.getLogger("runtime.models.server")
-
-Prepared = list[tuple[str, np.ndarray, np.dtype[Any]]]
-"""Checked inputs: ``(name, array, dtype the model takes)`` in the descriptor's order."""
-Meta = list[tuple[str, str, tuple[int, ...], int]]
-"""Inputs already in a channel's shared memory: ``(name, dtype, shape, offset)``."""
-Placed = list[tuple[str, tuple[int, ...], int]]
-"""Outputs the server wrote in a channel's shared memory: ``(dtype, shape, offset)``."""
 
 #: Environment the model server gets unless the appliance's environment sets these already. glibc's malloc
 #: returns a framework's large per-call buffers (activations) to the kernel after every call and takes them
@@ -62,31 +56,34 @@ class Channel:
         self.sock = sock
         self.buffer = buffer
 
-    def call(self, node: str, arrays: Prepared) -> tuple[np.ndarray, ...]:
+    def call(
+        self, node: str, arrays: Sequence[tuple[str, np.ndarray, np.dtype[Any]]]
+    ) -> tuple[np.ndarray, ...]:
         """Copy checked inputs into the shared memory, run the model, and copy its outputs out.
+
+        Args:
+            node: the model node.
+            arrays: ``(name, array, dtype the model takes)`` of each input.
 
         Raises:
             CallFailed: the model raised, or the shared memory cannot grow.
             ServerLost: the server went away.
         """
-        offsets, end = layout([(dtype, array.shape) for _, array, dtype in arrays])
+        slots, end = P.place((name, dtype, array.shape) for name, array, dtype in arrays)
         try:
             self.buffer.ensure(end)
         except OSError as error:
             raise CallFailed(f"no shared memory for the inputs: {error}") from None
-        meta: Meta = []
-        for (name, array, dtype), offset in zip(arrays, offsets, strict=True):
-            np.copyto(self.buffer.array(dtype, array.shape, offset), array, casting="unsafe")
-            meta.append((name, dtype.str, tuple(array.shape), offset))
-        placed = self.run(node, meta)
-        return tuple(self.buffer.array(dtype, shape, offset).copy() for dtype, shape, offset in placed)
+        for slot, (_, array, _) in zip(slots, arrays, strict=True):
+            np.copyto(self.buffer.view(slot), array, casting="unsafe")
+        return tuple(self.buffer.view(slot).copy() for slot in self.run(node, slots))
 
-    def run(self, node: str, meta: Meta) -> Placed:
+    def run(self, node: str, inputs: list[P.ArraySlot]) -> list[P.ArraySlot]:
         """Run the model on inputs already in the shared memory; its outputs are left there.
 
         Args:
             node: the model node.
-            meta: where the inputs are.
+            inputs: where the inputs are.
 
         Returns:
             Where the outputs are (the buffer has followed the server if it grew the memory).
@@ -96,7 +93,7 @@ class Channel:
             ServerLost: the server went away.
         """
         try:
-            send(self.sock, ("call", node, self.buffer.size, meta))
+            send(self.sock, ("call", node, self.buffer.size, inputs))
             received = receive(self.sock)
         except OSError as error:
             raise ServerLost(str(error)) from None
@@ -105,9 +102,9 @@ class Channel:
         reply = received[0]
         if reply[0] == "error":
             raise CallFailed(reply[1])
-        _, size, placed = reply
+        _, size, outputs = reply
         self.buffer.follow(size)
-        return list(placed)
+        return list(outputs)
 
     def close(self) -> None:
         """Close the socket and the shared memory."""

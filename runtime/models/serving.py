@@ -7,9 +7,9 @@ inputs against the model node's descriptor with the same messages :class:`~runti
 and an app may call only the model nodes of its application graph. The shared memory's size is the file's
 own (the app may grow the file, never shrink it), so nothing the app sends can make the server touch memory
 outside the file. Each call is counted in the appliance's tallies (:mod:`runtime.models.tally`) before the
-answer leaves. An app calls a model with the same shapes every frame, so a request that repeats the channel's
-last one byte for byte is not parsed or checked again (unless an input had to be converted): its input views
-are kept, and so are the output views and the encoded answer while the outputs keep their shapes.
+answer leaves. Why the app's requests are parsed here, and not in the appliance, is said in
+:mod:`runtime.bridge.calls`. Every array in a channel's shared memory is an
+:class:`~runtime.sdk.panoramasdk._protocol.ArraySlot`.
 """
 
 from __future__ import annotations
@@ -18,23 +18,29 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from emulator.errors import ModelError, one_line
 from runtime.models.base import Backend, ModelSpec, backend_class
-from runtime.models.checks import PlacedInput, check_placed
-from runtime.models.protocol import SharedBuffer, layout
-from runtime.models.server import Meta, Placed
+from runtime.models.checks import check_placed
+from runtime.models.protocol import SharedBuffer
 from runtime.models.tally import Tally
 from runtime.sdk.panoramasdk import _protocol as P
 
-__all__ = ["AppChannel", "LoadedModel", "answer", "load_model", "run_call"]
+__all__ = ["AppChannel", "Declared", "LoadedModel", "answer", "load_model", "run_call"]
 
 _F32 = np.dtype(np.float32)
+
+
+class Declared(Protocol):
+    """What a model node declares (:class:`~runtime.models.base.ModelSpec`): ``(input, shape)`` pairs."""
+
+    @property
+    def inputs(self) -> Sequence[tuple[str, tuple[int, ...] | None]]: ...
 
 
 class LoadedModel:
@@ -73,7 +79,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(backend)
 
 
-def run_call(model: LoadedModel, buffer: SharedBuffer, inputs: Meta) -> Placed:
+def run_call(model: LoadedModel, buffer: SharedBuffer, inputs: Sequence[P.ArraySlot]) -> list[P.ArraySlot]:
     """Run a model on inputs in a channel's shared memory and write its outputs (float32) after them.
 
     Args:
@@ -89,50 +95,32 @@ def run_call(model: LoadedModel, buffer: SharedBuffer, inputs: Meta) -> Placed:
         OSError: no memory for the outputs.
         Exception: whatever the model raised.
     """
-    arrays, end = _input_views(buffer, inputs)
+    arrays = {slot.name: buffer.view(slot) for slot in inputs}
+    end = max((slot.end for slot in inputs), default=0)
     with model.lock:
         outputs = [np.asarray(output) for output in model.backend.run(arrays)]
         del arrays
-        placed, _ = _place_outputs(outputs, buffer, end)
-    return placed
+        return _place_outputs(outputs, buffer, end)
 
 
-def _input_views(buffer: SharedBuffer, inputs: Meta) -> tuple[dict[str, np.ndarray], int]:
-    """Views of the inputs in the shared memory, and where the last one ends."""
-    end = 0
-    arrays = {}
-    for name, dtype, shape, offset in inputs:
-        array = buffer.array(dtype, shape, offset)
-        arrays[name] = array
-        end = max(end, offset + array.nbytes)
-    return arrays, end
-
-
-def _place_outputs(
-    outputs: list[np.ndarray], buffer: SharedBuffer, start: int
-) -> tuple[Placed, list[np.ndarray]]:
-    """Write the outputs as float32 after ``start`` (growing the memory when needed); where, and the views."""
+def _place_outputs(outputs: list[np.ndarray], buffer: SharedBuffer, start: int) -> list[P.ArraySlot]:
+    """Write the outputs as float32 after ``start`` (growing the memory when needed); where they lie."""
     for output in outputs:
         if output.dtype.kind not in "biuf":
             raise TypeError(f"the model returned a {output.dtype} array, which is not numeric")
-    offsets, needed = layout([(_F32, output.shape) for output in outputs], start=start)
+    slots, needed = P.place((("", _F32, output.shape) for output in outputs), start)
     buffer.ensure(needed)
-    placed: Placed = []
-    views = []
-    for output, offset in zip(outputs, offsets, strict=True):
-        view = buffer.array(_F32, output.shape, offset)
-        np.copyto(view, output, casting="unsafe")
-        placed.append((_F32.str, output.shape, offset))
-        views.append(view)
-    return placed, views
+    for output, slot in zip(outputs, slots, strict=True):
+        np.copyto(buffer.view(slot), output, casting="unsafe")
+    return slots
 
 
-def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer) -> bytes:
-    """Answer one call on a channel (a model that raises is an ``error`` answer, never an exception).
+def answer(models: Mapping[str, LoadedModel], request: bytes, buffer: SharedBuffer) -> bytes:
+    """Answer one call on an appliance's channel (a model that raises makes an ``error`` answer).
 
     Args:
         models: the loaded models by node name.
-        request: the pickled ``("call", node, size, inputs)`` message.
+        request: the pickled ``("call", node, size, [ArraySlot, ...])`` message.
         buffer: the channel's shared memory.
 
     Returns:
@@ -142,8 +130,8 @@ def answer(models: dict[str, LoadedModel], request: bytes, buffer: SharedBuffer)
     try:
         _, node, size, inputs = pickle.loads(request)
         buffer.follow(size)
-        placed = run_call(models[node], buffer, inputs)
-        reply = ("ok", buffer.size, placed)
+        outputs = run_call(models[node], buffer, inputs)
+        reply = ("ok", buffer.size, outputs)  # the size after the outputs grew the memory
     except BaseException as error:
         reply = ("error", one_line(error, named=True))
     return pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
@@ -161,7 +149,7 @@ class AppChannel:
 
     Args:
         models: the loaded models by node name.
-        specs: the model nodes' specs (their declared inputs).
+        specs: the model nodes' declarations (their inputs), by node name.
         nodes: the tally of every model node, one row each in ``specs``' order.
         tally: the tally of the app connection (one row).
         allowed: the model nodes of the app's graph.
@@ -170,7 +158,7 @@ class AppChannel:
     def __init__(
         self,
         models: Mapping[str, LoadedModel],
-        specs: Mapping[str, ModelSpec],
+        specs: Mapping[str, Declared],
         nodes: Tally,
         tally: Tally,
         allowed: Collection[str],
@@ -181,7 +169,6 @@ class AppChannel:
         self._nodes = nodes
         self._tally = tally
         self._allowed = frozenset(allowed)
-        self._plan: _Plan | None = None
 
     def __call__(self, request: bytes, buffer: SharedBuffer) -> bytes:
         """Answer one request.
@@ -208,23 +195,22 @@ class AppChannel:
         return P.encode_call({"op": P.OP_ERROR, "kind": kind, "message": error})
 
     def _answer(self, request: bytes, buffer: SharedBuffer) -> bytes:
-        plan = self._plan
-        if plan is None or request != plan.request or buffer.size != plan.size:
-            plan = self._check(request, buffer)
+        node, model, inputs = self._check(request, buffer)
+        row = self._rows[node]
         started = time.perf_counter()
-        self._nodes.start(plan.row)
+        self._nodes.start(row)
         try:
-            answer = self._run(plan, buffer)
-        except ModelError as failure:
-            message = one_line(failure)  # names the node, as the appliance's messages do
-            self._nodes.finish(plan.row, time.perf_counter() - started, message)
+            outputs = run_call(model, buffer, inputs)
+        except Exception as error:
+            message = one_line(ModelError(f"the model failed: {one_line(error, named=True)}", node=node))
+            self._nodes.finish(row, time.perf_counter() - started, message)
             raise _Refused(P.ERR_MODEL, message) from None
-        self._nodes.finish(plan.row, time.perf_counter() - started)
-        return answer
+        self._nodes.finish(row, time.perf_counter() - started)
+        specs = [slot.to_json() for slot in outputs]
+        return P.encode_call({"op": P.OP_RESULT, "outputs": specs, "size": buffer.size})
 
-    def _check(self, request: bytes, buffer: SharedBuffer) -> _Plan:
-        """Check a request; keep what was found for requests that repeat it (when no input was converted)."""
-        self._plan = None
+    def _check(self, request: bytes, buffer: SharedBuffer) -> tuple[str, LoadedModel, list[P.ArraySlot]]:
+        """The model node, its model and its inputs (in the model's types) of a checked request."""
         try:
             header = P.decode_call(request)
         except P.ProtocolError as error:
@@ -235,83 +221,21 @@ class AppChannel:
         model = self._models.get(node)
         if model is None:
             raise _Refused(P.ERR_KEY, f"model node {node} is not served by the model server")
+        specs = header.get("inputs")
         try:
-            inputs = _placed(header.get("inputs"))
+            if not isinstance(specs, list):
+                raise P.ProtocolError("no list of inputs")
+            inputs = [P.ArraySlot.from_json(spec) for spec in specs]
         except P.ProtocolError as error:
             raise _Refused(P.ERR_VALUE, f"bad inputs for model node {node}: {one_line(error)}") from None
-        row = self._rows[node]
         # The file's own size: the app may have grown it, and a size it claims could lie.
         buffer.follow(os.fstat(buffer.fd).st_size)
         try:
-            meta = check_placed(node, self._declared[node], model.dtypes, buffer, inputs)
+            checked = check_placed(node, self._declared[node], model.dtypes, buffer, inputs)
         except ModelError as failure:
             message = one_line(failure)
+            row = self._rows[node]
             self._nodes.start(row)
             self._nodes.finish(row, 0.0, message)
             raise _Refused(P.ERR_MODEL, message) from None
-        arrays, end = _input_views(buffer, meta)
-        plan = _Plan(request, buffer.size, node, model, row, arrays, end)
-        as_sent = [(name, dtype.str, tuple(shape), offset) for name, dtype, shape, offset in inputs]
-        if sorted(meta) == sorted(as_sent):
-            self._plan = plan  # the inputs are used where the app wrote them: a repeat needs no checks
-        return plan
-
-    def _run(self, plan: _Plan, buffer: SharedBuffer) -> bytes:
-        try:
-            with plan.model.lock:
-                outputs = [np.asarray(output) for output in plan.model.backend.run(plan.inputs)]
-                if (
-                    plan.answer is not None
-                    and buffer.size == plan.size
-                    and _same_layout(outputs, plan.outputs)
-                ):
-                    for view, output in zip(plan.outputs, outputs, strict=True):
-                        np.copyto(view, output, casting="unsafe")
-                    return plan.answer
-                placed, views = _place_outputs(outputs, buffer, plan.end)
-        except Exception as error:
-            raise ModelError(f"the model failed: {one_line(error, named=True)}", node=plan.node) from None
-        specs = [{"dtype": dtype, "shape": list(shape), "offset": offset} for dtype, shape, offset in placed]
-        answer = P.encode_call({"op": P.OP_RESULT, "outputs": specs, "size": buffer.size})
-        if plan is self._plan and buffer.size == plan.size:
-            plan.outputs, plan.answer = views, answer
-        return answer
-
-
-@dataclass
-class _Plan:
-    """A checked request, and what a request that repeats it byte for byte can reuse."""
-
-    request: bytes
-    size: int
-    """The shared memory's size when it was checked (it only grows; a new size means a new mapping)."""
-    node: str
-    model: LoadedModel
-    row: int
-    inputs: dict[str, np.ndarray]
-    end: int
-    outputs: list[np.ndarray] = field(default_factory=list)
-    """Views of the last answer's outputs."""
-    answer: bytes | None = None
-
-
-def _same_layout(outputs: list[np.ndarray], views: list[np.ndarray]) -> bool:
-    return len(outputs) == len(views) and all(
-        output.shape == view.shape and output.dtype.kind in "biuf"
-        for output, view in zip(outputs, views, strict=True)
-    )
-
-
-def _placed(specs: object) -> list[PlacedInput]:
-    if not isinstance(specs, list):
-        raise P.ProtocolError("no list of inputs")
-    placed: list[PlacedInput] = []
-    for spec in specs:
-        dtype, shape, _ = P.parse_spec(spec)
-        name, offset = spec.get("name"), spec.get("offset")
-        if not isinstance(name, str):
-            raise P.ProtocolError(f"an input has no name: {spec!r:.80}")
-        if isinstance(offset, bool) or not isinstance(offset, int):
-            raise P.ProtocolError(f"input {name!r} has no offset in the call buffer")
-        placed.append((name, dtype, shape, offset))
-    return placed
+        return node, model, checked

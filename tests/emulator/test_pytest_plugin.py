@@ -133,6 +133,7 @@ def test_ini_settings_and_overridden_fixtures(
         panorama_project = {boot_counter_project}
         panorama_state_dir = {plugin_state}
         panorama_device = from-ini
+        panorama_aws = local
         """
     )
     pytester.makeconftest(
@@ -152,6 +153,7 @@ def test_ini_settings_and_overridden_fixtures(
 
         def test_first(panorama_app):
             assert panorama_app.appliance.device == "from-ini"
+            assert panorama_app.appliance.aws == "local"
             panorama_app.wait_until(lambda: count(panorama_app) >= 1)
 
         def test_second_sees_the_first_boots(panorama_app):

@@ -321,7 +321,34 @@ function wire() {
 }
 
 wire();
+// --- CloudWatch metrics the app put (--aws local) ---------------------------------------------------------
+
+function renderCloudWatch(metrics) {
+  const aws = (metrics.runtime || {}).aws;
+  const cloudwatch = aws && aws.cloudwatch;
+  $("cloudwatch-box").hidden = !cloudwatch;
+  if (!cloudwatch) return;
+  const body = $("cloudwatch").tBodies[0];
+  body.replaceChildren();
+  for (const [key, series] of Object.entries(cloudwatch.series)) {
+    const row = body.insertRow();
+    row.dataset.metric = key;
+    cell(row, key, "wrap");
+    cell(row, series.unit || "–");
+    cell(row, series.samples);
+    cell(row, series.last);
+    cell(row, series.sum);
+  }
+}
+
+async function refreshCloudWatch() {
+  try {
+    renderCloudWatch(await getJson("/api/metrics"));
+  } catch (error) { /* the status poll reports an unreachable API */ }
+}
+
 refreshStatus().then(() => { refreshStorage(); refreshLogs(); });
 setInterval(refreshStatus, 1000);
+setInterval(refreshCloudWatch, 2000);
 setInterval(refreshLogs, 2000);
 followHdmi();

@@ -1,6 +1,8 @@
-"""Exceptions the SDK raises in the app."""
+"""Exceptions the SDK raises in the app, and the one that an appliance's ``error`` answer means."""
 
-__all__ = ["ApplianceConnectionError", "ModelCallError", "PortTimeoutError"]
+from . import _protocol as P
+
+__all__ = ["ApplianceConnectionError", "ModelCallError", "PortTimeoutError", "raise_error"]
 
 
 class PortTimeoutError(TimeoutError):
@@ -16,3 +18,24 @@ class ModelCallError(RuntimeError):
 
 class ApplianceConnectionError(ConnectionError):
     """The app lost (or never had) its connection to the appliance."""
+
+
+def raise_error(answer):
+    """Raise the exception an ``error`` answer (of the appliance or the model server) stands for.
+
+    Args:
+        answer: the answer's header (``kind``, ``message``).
+    """
+    kind = answer.get("kind")
+    message = answer.get("message", "error")
+    if kind == P.ERR_TIMEOUT:
+        raise PortTimeoutError(message)
+    if kind == P.ERR_KEY:
+        raise KeyError(message)
+    if kind == P.ERR_VALUE:
+        raise ValueError(message)
+    if kind == P.ERR_MODEL:
+        raise ModelCallError(message)
+    if kind == P.ERR_CLOSED:
+        raise ApplianceConnectionError(message)
+    raise RuntimeError(message)

@@ -211,7 +211,8 @@ class node(object):
 
         Raises:
             KeyError: the graph has no model node ``name``.
-            ModelCallError: the model could not run the inputs (the appliance's message).
+            ValueError: the inputs are empty, hold Python objects, or exceed the call buffer's limit.
+            ModelCallError: the model could not run the inputs (the model server's message, naming the node).
             TimeoutError: no answer within ``time_out`` (a :class:`PortTimeoutError`).
         """
         if isinstance(inputs, str) and not isinstance(name, str):

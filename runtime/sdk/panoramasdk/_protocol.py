@@ -9,8 +9,8 @@ Every message is::
 
     <u32 little-endian: length of the JSON header> <u32: length of the binary tail> <JSON header> <tail>
 
-The JSON header is an object with an ``"op"``; the tail carries raw array bytes (model tensors, or an image
-the app made itself) described by the header's ``"arrays"`` specs.
+The JSON header is an object with an ``"op"``; the tail carries the raw bytes of images the app made itself
+(described by the header's items).
 
 Conversation:
 
@@ -23,27 +23,25 @@ Conversation:
   An item whose slot this connection has not been sent before carries ``"fd"``: the index, among the
   message's file descriptors, of the slot's memfd. ``"forget"`` lists slots that are gone.
 - ``put`` (an output port, one item per media) -> no reply.
-- ``buffer`` (a size) -> ``buffer`` (its size, with the memfd) or ``error``: the connection's *call
-  buffer*, made (or grown) by the appliance and mapped by both sides.
-- ``call`` (a model node, input arrays) -> ``result`` (output arrays) or ``error``. Arrays whose specs have
-  an ``"offset"`` live in the connection's call buffer instead of the tail: the app writes the inputs at
-  the offsets it chose, the appliance writes the outputs after them (growing the memfd when they do not
-  fit; the answer's ``"size"`` is then larger than the app's mapping). A model call thus crosses the
-  bridge as two short messages.
-- When the appliance's model nodes run in a model server, the ``buffer`` answer carries a second file
-  descriptor (``"channel": 1``): a ``SOCK_SEQPACKET`` socket to the model server, the connection's own
-  *model channel*. Calls then skip the appliance: the app sends ``call`` there as one datagram of JSON
-  (:func:`encode_call`; the model node and the inputs placed in the call buffer) and gets ``result`` or
-  ``error`` back the same way. The model server checks every request against the model node's descriptor.
+- ``buffer`` (a model node, a size) -> ``buffer`` (its size, with two file descriptors) or ``error``: the
+  connection's *call buffer*, a memfd made (or grown) by the appliance that the app, the appliance and the
+  model server map, and the connection's own *model channel*, a ``SOCK_SEQPACKET`` socket to the model
+  server. Model calls never pass through the appliance: the app writes the inputs into the call buffer
+  and sends ``{"model", "inputs"}`` on the channel as one datagram of JSON (:func:`encode_call`; each input
+  an :class:`ArraySlot`); the model server checks the request against the model node's descriptor, writes
+  the outputs after the inputs (growing the memfd when they do not fit) and answers ``result`` (the output
+  slots and the memfd's ``"size"``, larger than the app's mapping when it grew) or ``error`` the same way.
   When the channel ends during a call (the model server died), the app sends ``lost`` (the model node) on
-  its request connection and gets the ``error`` that says why; its next ``buffer`` request gets a new channel.
+  its request connection and gets the ``error`` that says why; its next ``buffer`` request gets a new
+  channel.
 - Any request may carry ``rel``: slots the app no longer references.
 
-This module runs inside the app's root filesystem (Python 3.8, standard library and numpy only) and on the
-host; it imports nothing else from the project.
+This module runs inside the app's root filesystem (Python 3.7 or later, standard library and numpy only)
+and on the host; it imports nothing else from the project.
 """
 
 import array as _array
+import collections
 import json
 import os
 import socket
@@ -52,6 +50,7 @@ import struct
 import numpy as np
 
 __all__ = [
+    "ALIGN",
     "ENV_BRIDGE",
     "ENV_NODE",
     "ERR_CLOSED",
@@ -66,7 +65,6 @@ __all__ = [
     "MAX_JSON",
     "MAX_TAIL",
     "OP_BUFFER",
-    "OP_CALL",
     "OP_ERROR",
     "OP_FRAMES",
     "OP_GET",
@@ -81,11 +79,11 @@ __all__ = [
     "ROLE_WATCH",
     "SANDBOX_RUN_DIR",
     "SANDBOX_SDK_DIR",
+    "ArraySlot",
     "BridgeClosed",
     "ProtocolError",
-    "array_specs",
+    "align",
     "arrays_from_tail",
-    "arrays_in_buffer",
     "bind_unix",
     "connect_unix",
     "decode_call",
@@ -97,7 +95,7 @@ __all__ = [
     "tail_buffers",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 ENV_BRIDGE = "PANORAMA_EMULATOR_BRIDGE"
 """Path of the node's bridge socket, as the app sees it."""
@@ -118,7 +116,6 @@ OP_GET = "get"
 OP_FRAMES = "frames"
 OP_PUT = "put"
 OP_BUFFER = "buffer"
-OP_CALL = "call"
 OP_RESULT = "result"
 OP_ERROR = "error"
 OP_LOST = "lost"
@@ -283,26 +280,6 @@ def recv_message(sock, fds=None):
     return header, tail
 
 
-def array_specs(arrays):
-    """Describe arrays for a message tail.
-
-    Args:
-        arrays: numpy arrays (made C-contiguous by :func:`tail_buffers` when sent).
-
-    Returns:
-        A list of ``{"dtype": str, "shape": [int, ...]}``.
-
-    Raises:
-        ValueError: an array holds Python objects.
-    """
-    specs = []
-    for array in arrays:
-        if array.dtype.hasobject:
-            raise ValueError("arrays of Python objects cannot cross the bridge")
-        specs.append({"dtype": array.dtype.str, "shape": list(array.shape)})
-    return specs
-
-
 def tail_buffers(arrays):
     """Byte views of ``arrays`` (copied only when not C-contiguous), in order, for :func:`send_message`."""
     views = []
@@ -340,7 +317,7 @@ def parse_spec(spec):
 
 
 def arrays_from_tail(specs, tail):
-    """Rebuild arrays sent with :func:`array_specs` / :func:`tail_buffers` (views on ``tail``, no copy).
+    """Rebuild arrays sent with :func:`tail_buffers` (views on ``tail``, no copy).
 
     Args:
         specs: the header's array specs.
@@ -366,55 +343,106 @@ def arrays_from_tail(specs, tail):
     return arrays
 
 
-def place(specs, start=0):
-    """Give each array an ``"offset"`` in a call buffer, one after the other from ``start``, aligned.
+class ArraySlot(collections.namedtuple("ArraySlot", "name dtype shape offset")):
+    """An array in shared memory (a call buffer): its name (empty for an output), its numpy dtype string
+    (``"<f4"``), its shape (a tuple) and the byte offset of its first element. The one record for such an
+    array on both sides of the bridge and of the model server's channels."""
+
+    __slots__ = ()
+
+    @property
+    def nbytes(self):
+        """The bytes the array takes."""
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * np.dtype(self.dtype).itemsize
+
+    @property
+    def end(self):
+        """The offset just after the array."""
+        return self.offset + self.nbytes
+
+    def to_json(self):
+        """The slot as a JSON-able dict (``name``, ``dtype``, ``shape``, ``offset``)."""
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, spec, what="input"):
+        """The slot a JSON dict describes, checked (it comes from the other side of a trust boundary).
+
+        Args:
+            spec: the decoded dict.
+            what: what the array is, for the messages (``input``, ``output``).
+
+        Returns:
+            The slot (``dtype`` in numpy's canonical spelling). Its offset may lie outside any buffer:
+            :meth:`view` checks that.
+
+        Raises:
+            ProtocolError: the spec is not a dict, or its name, dtype, shape or offset is malformed (an object
+                dtype, a negative dimension).
+        """
+        if not isinstance(spec, dict):
+            raise ProtocolError("bad array spec: not an object: {!r:.80}".format(spec))
+        name = spec.get("name", "")
+        if not isinstance(name, str):
+            raise ProtocolError("an {} has no name: {!r:.80}".format(what, spec))
+        dims = spec.get("shape")
+        if not isinstance(dims, list) or any(isinstance(d, bool) or not isinstance(d, int) for d in dims):
+            raise ProtocolError("bad array spec: the shape is not a list of integers: {!r:.80}".format(dims))
+        dtype, shape, _ = parse_spec(spec)
+        offset = spec.get("offset")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise ProtocolError("{} {!r} has no offset in the call buffer".format(what, name))
+        return cls(name, dtype.str, shape, offset)
+
+    def view(self, buffer):
+        """A numpy view of the array in ``buffer`` (no copy; writable when the buffer is).
+
+        Raises:
+            ProtocolError: the array does not lie within the buffer.
+        """
+        dtype = np.dtype(self.dtype)
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        if self.offset < 0 or self.offset + count * dtype.itemsize > len(buffer):
+            raise ProtocolError("array {!r} lies outside the call buffer".format(self.name))
+        if count == 0:
+            return np.empty(self.shape, dtype)
+        return np.frombuffer(buffer, dtype=dtype, count=count, offset=self.offset).reshape(self.shape)
+
+
+def align(offset):
+    """``offset`` rounded up to :data:`ALIGN`."""
+    return (offset + ALIGN - 1) // ALIGN * ALIGN
+
+
+def place(arrays, start=0):
+    """Lay arrays out one after the other in a call buffer, from ``start``, each aligned to :data:`ALIGN`.
 
     Args:
-        specs: array specs (from :func:`array_specs`), changed in place.
+        arrays: ``(name, dtype, shape)`` of each array (any numpy dtype spelling).
         start: the first byte the arrays may use.
 
     Returns:
-        The end of the last array: the buffer size they need.
+        ``(slots, end)``: an :class:`ArraySlot` for each array, and the end of the last one (the buffer size
+        they need).
     """
+    slots = []
     end = start
-    for spec in specs:
-        end = (end + ALIGN - 1) // ALIGN * ALIGN
-        spec["offset"] = end
+    for name, dtype, shape in arrays:
+        dtype = np.dtype(dtype)
+        if type(shape) is not tuple:
+            shape = tuple(int(dim) for dim in shape)
+        offset = (end + ALIGN - 1) // ALIGN * ALIGN
         count = 1
-        for size in spec["shape"]:
-            count *= int(size)
-        end += count * np.dtype(spec["dtype"]).itemsize
-    return end
-
-
-def arrays_in_buffer(specs, buffer):
-    """Views of the arrays that specs with offsets (see :func:`place`) describe in a call buffer.
-
-    Args:
-        specs: array specs, each with an ``"offset"``.
-        buffer: the mapped call buffer (writable views when it is writable).
-
-    Returns:
-        A list of numpy arrays sharing the buffer's memory (copy them to keep them past the next call).
-
-    Raises:
-        ProtocolError: a spec is malformed, or an array does not lie within the buffer.
-    """
-    arrays = []
-    size = len(buffer)
-    for spec in specs:
-        dtype, shape, count = parse_spec(spec)
-        try:
-            offset = int(spec["offset"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ProtocolError("bad array offset: {}".format(error)) from None
-        if offset < 0 or offset + count * dtype.itemsize > size:
-            raise ProtocolError("array outside the call buffer")
-        if count == 0:
-            arrays.append(np.empty(shape, dtype))
-            continue
-        arrays.append(np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape))
-    return arrays
+        for dim in shape:
+            count *= dim
+        slots.append(ArraySlot(name, dtype.str, shape, offset))
+        end = offset + count * dtype.itemsize
+    return slots, end
 
 
 def _short_path(path):

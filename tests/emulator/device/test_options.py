@@ -15,7 +15,12 @@ from emulator.errors import DeviceError
 
 def test_defaults_are_an_appliances_defaults() -> None:
     options = ApplianceOptions()
-    assert (options.device, options.mode, options.network) == ("default", "lockstep", "app")
+    assert (options.device, options.mode, options.network, options.aws) == (
+        "default",
+        "lockstep",
+        "app",
+        "none",
+    )
     assert (options.grace_period, options.quiet_timeout, options.inbound_host) == (3.0, 10.0, "127.0.0.1")
     assert options.backoff == Backoff()
     assert options.limits == Limits(memory_mib=2048, pids=512)
@@ -40,6 +45,7 @@ def test_frozen() -> None:
     [
         ("mode", "fast", "mode must be lockstep or realtime"),
         ("network", "bridge", "network must be app, host or none"),
+        ("aws", "cloud", "aws must be none, host or local"),
         ("quiet_timeout", -1.0, "quiet_timeout must be a number of seconds"),
         ("quiet_timeout", float("nan"), "quiet_timeout must be a number of seconds"),
         ("grace_period", float("inf"), "grace_period must be a number of seconds"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 from _model_factory import IMAGE, PAIR, WAIT, entry, image, kill_and_wait, wait_until_computing
 
-from emulator.errors import ModelError
 from runtime.bridge.testing import (
     APP_MEMFDS,
     BridgeLab,
@@ -171,68 +169,24 @@ print("RESULT " + json.dumps({
             assert host.restarts == 1 and host.pid not in (None, pid)
 
 
-def test_a_lease_converts_inputs_grows_its_memfd_and_frees_it(onnx_host: ModelHost) -> None:
+def test_a_lease_grows_its_memfd_never_lets_it_shrink_and_frees_it(onnx_host: ModelHost) -> None:
     before = shared_memory()
     lease = onnx_host.lease(16)
     try:
         assert os.fstat(lease.fd).st_size == lease.size == 16
-        x = (image(3) * 255).astype(np.uint8)
-        lease.ensure(x.nbytes)
-        lease.buffer.array(x.dtype, x.shape, 0)[...] = x
-        placed = lease.call("conv_node", [("data", x.dtype, x.shape, 0)])
-        assert lease.size > x.nbytes and os.fstat(lease.fd).st_size == lease.size  # float32 copy + outputs
-        got = [lease.buffer.array(dtype, shape, offset).copy() for dtype, shape, offset in placed]
-        assert [dtype for dtype, _, _ in placed] == ["<f4", "<f4"]
-        for have, want in zip(got, onnx_host.call("conv_node", x.astype(np.float32)), strict=True):
-            np.testing.assert_array_equal(have, want)
-        with pytest.raises(ModelError, match="input 'data' lies outside the call buffer"):
-            lease.call("conv_node", [("data", np.dtype(np.float32), IMAGE, lease.size - 8)])
-        with pytest.raises(KeyError):
-            lease.call("no_such_node", [])
+        lease.ensure(1 << 20)
+        assert lease.size >= 1 << 20 and os.fstat(lease.fd).st_size == lease.size
         # Whoever it is lent to cannot shrink it under the model server.
         with pytest.raises(PermissionError):
             os.ftruncate(lease.fd, 0)
+        lease.lend(["conv_node"]).close()
     finally:
         lease.close()
     del lease
     assert new_model_memfds(before) == 0
 
 
-def test_a_server_killed_during_a_leased_call_fails_that_call_and_the_lease_serves_the_next(
-    torch_spinner: Path, tmp_path: Path
-) -> None:
-    with ModelHost([entry("spinner", torch_spinner, "PYTORCH", ("data", PAIR))]) as host:
-        lease = host.lease(64)
-        errors: list[BaseException] = []
-        inputs = [("data", np.dtype(np.float32), PAIR, 0)]
-
-        def call() -> None:
-            try:
-                lease.call("spinner", inputs)
-            except BaseException as error:
-                errors.append(error)
-
-        try:
-            lease.buffer.array(np.float32, PAIR, 0)[...] = 1e9
-            thread = threading.Thread(target=call, daemon=True)
-            thread.start()
-            pid = wait_until_computing(host)
-            os.kill(pid, signal.SIGKILL)
-            thread.join(WAIT)
-            assert [type(error) for error in errors] == [ModelError]
-            assert str(errors[0]).startswith(
-                "node spinner: the model server stopped during the call (killed by"
-            )
-            lease.buffer.array(np.float32, PAIR, 0)[...] = 2.0
-            ((dtype, shape, offset),) = lease.call("spinner", inputs)
-            out = lease.buffer.array(dtype, shape, offset)
-            np.testing.assert_allclose(out, np.tanh(np.tanh(np.full(PAIR, 2.0))) + 1.0, atol=1e-6)
-            assert host.restarts == 1 and host.pid not in (None, pid)
-        finally:
-            lease.close()
-
-
-def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
+def test_inputs_too_big_for_a_call_buffer_fail_that_call_only(
     onnx_host: ModelHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 1024)
@@ -243,11 +197,22 @@ def test_an_app_without_a_call_buffer_still_calls_through_the_socket(
         app = lab.app(
             runtime,
             PRELUDE
-            + 'print("RESULT " + json.dumps(node.call(image(0), "conv_node")[1].tolist()), flush=True)\n',
+            + """
+try:
+    node.call(image(0), "conv_node")
+except ValueError as error:
+    refused = str(error)
+pair = {"a": np.ones((1, 4), np.float32), "b": np.full((1, 4), 2, np.float32)}
+print("RESULT " + json.dumps([refused, node.call(pair, "pair_node")[0].tolist()]), flush=True)
+""",
         )
         done = lab.finish(app)
         assert done.returncode == 0, done.stderr
-        assert done.result == onnx_host.call("conv_node", image(0))[1].tolist()
+        pair = {"a": np.ones(PAIR, np.float32), "b": np.full(PAIR, 2, np.float32)}
+        assert done.result == [
+            "model node conv_node: no call buffer of 12288 bytes: 12288 bytes is over the 1024-byte limit",
+            onnx_host.call("pair_node", pair)[0].tolist(),
+        ]
         assert new_model_memfds(host_memfds) == 0
 
 
@@ -390,8 +355,8 @@ print("RESULT {}", flush=True)
 def test_repeated_calls_of_one_layout_get_each_calls_own_outputs(
     onnx_host: ModelHost, tmp_path: Path
 ) -> None:
-    # The SDK reuses the last call's request and answer when a call repeats its layout: the outputs must
-    # still be this call's, and must not change when the next call comes.
+    # Calls of one layout send the same request bytes and get their answers at the same place in the call
+    # buffer: the outputs must still be this call's, and must not change when the next call comes.
     with BridgeLab(tmp_path) as lab:
         runtime = lab.runtime(conv_plan(), models=onnx_host)
         out = tmp_path / "out.npz"

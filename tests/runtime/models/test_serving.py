@@ -125,6 +125,18 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str, str]] = [
         "bad inputs for model node conv_node: bad array spec: negative dimension -32",
     ),
     (
+        "a shape of fractions",
+        {"model": "conv_node", "inputs": [{**SPEC, "shape": [1, 3, 32.5, 32]}]},
+        P.ERR_VALUE,
+        "bad inputs for model node conv_node: bad array spec: the shape is not a list of integers",
+    ),
+    (
+        "a shape that is a string",
+        {"model": "conv_node", "inputs": [{**SPEC, "shape": "1332"}]},
+        P.ERR_VALUE,
+        "bad inputs for model node conv_node: bad array spec: the shape is not a list of integers",
+    ),
+    (
         "no name",
         {"model": "conv_node", "inputs": [{**SPEC, "name": 7}]},
         P.ERR_VALUE,
@@ -140,7 +152,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any] | bytes, str, str]] = [
         "a structured dtype",
         {"model": "conv_node", "inputs": [{**SPEC, "dtype": "<i4,<i4"}]},
         P.ERR_MODEL,
-        "node conv_node: input 'data' is a [('f0', '<i4'), ('f1', '<i4')] array; the model needs numbers",
+        "node conv_node: input 'data' is a |V8 array; the model needs numbers",
     ),
     (
         "an input past the end of the file",

@@ -89,7 +89,8 @@ def test_call_returns_a_tuple_of_arrays(lab: BridgeLab) -> None:
         "reference_order": True,
     }
     assert [name for name, _ in models.calls] == ["model_node"] * 4
-    assert models.calls[2][1]["data"].dtype == np.uint8
+    assert models.calls[2][1]["data"].shape == (240, 320, 3)  # the frame, in the model's type
+    assert models.calls[2][1]["data"].dtype == np.float32
 
 
 def test_call_of_a_model_node_the_graph_lacks_raises_key_error(lab: BridgeLab) -> None:
@@ -133,7 +134,8 @@ def test_a_failing_model_raises_with_the_appliance_message_on_one_line(lab: Brid
     done = lab.finish(app)
     assert done.returncode == 0, done.stderr
     assert "ModelCallError" in done.stdout
-    message = "model node broken_model: input data has shape (1, 2) expected (1, 3, 224, 224)"
+    # As a model server says it: the node, and the last line of a framework's many-line message.
+    message = "node broken_model: the model failed: RuntimeError: expected (1, 3, 224, 224)"
     assert f'["ModelCallError", true, "{message}"]' in done.stdout
     assert done.result == 1
     assert runtime.metrics()["nodes"]["code_node"]["model_errors"] == 1  # type: ignore[index]
@@ -224,7 +226,7 @@ def test_outputs_larger_than_the_call_buffer_grow_it_and_stay_the_apps(lab: Brid
     assert done.returncode == 0, done.stderr
     assert done.result == {
         "small": [[2, 1000], 7.0, 7.0, [2.0, 7.0]],  # not overwritten by the later, larger calls
-        "big": [[3000, 1000], 9.0, 9.0, "float64"],
+        "big": [[3000, 1000], 9.0, 9.0, "float32"],  # outputs are float32, as from a model server
         "last": [[1, 1000], 5.0],
         "writable": True,
         "buffer": [True],
@@ -302,25 +304,31 @@ def test_a_thread_that_ends_takes_its_connection_and_call_buffer_with_it(lab: Br
     assert done.result == [[1, 1, 1], 0]
 
 
-def test_without_a_call_buffer_arrays_go_through_the_socket(
+def test_inputs_too_big_for_a_call_buffer_fail_naming_the_model_node(
     lab: BridgeLab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 64)
+    monkeypatch.setattr("runtime.bridge.calls.MAX_CALL_BUFFER", 1000)
     models = FakeModels({"model_node": _double})
     runtime = lab.runtime(app_plan(code_node(), models=[model_plan()]), models=models)
     app = lab.app(
         runtime,
-        APP_MEMFDS
-        + src(
+        src(
             """
             node = panoramasdk.node()
-            first = node.call(np.arange(100, dtype=np.float32), "model_node")
-            second = node.call(np.arange(3, dtype=np.float32), "model_node")
-            result([first[1].tolist(), second[0].tolist(), list(memfds("model-io").values())])
+            try:
+                node.call(np.arange(1000, dtype=np.float32), "model_node")
+            except ValueError as error:
+                refused = str(error)
+            small = node.call(np.arange(3, dtype=np.float32), "model_node")
+            result([refused, small[0].tolist()])
             """
         ),
     )
     done = lab.finish(app)
     assert done.returncode == 0, done.stderr
-    assert done.result == [[4950.0], [0.0, 2.0, 4.0], []]
-    assert len(models.calls) == 2
+    assert done.result == [
+        "model node model_node: no call buffer of 4000 bytes: 4000 bytes is over the 1000-byte limit",
+        [0.0, 2.0, 4.0],
+    ]
+    assert len(models.calls) == 1
+    assert runtime.metrics()["nodes"]["code_node"]["model_errors"] == 1  # type: ignore[index]

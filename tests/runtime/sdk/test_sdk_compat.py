@@ -111,7 +111,7 @@ def test_protocol_module_is_importable_alone_without_the_project() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["3", "/opt/panorama-emulator/run"]
+    assert done.stdout.split() == ["4", "/opt/panorama-emulator/run"]
 
 
 def test_an_app_on_an_old_python_gets_and_puts_frames(lab: BridgeLab, old_python: tuple[str, int]) -> None:
