@@ -221,10 +221,10 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--summary-json", help="Write the run's figures to this file.")
 @click.option(
     "--network",
-    type=click.Choice(["host", "none"]),
-    default="host",
+    type=click.Choice(["app", "host", "none"]),
+    default="app",
     show_default=True,
-    help="Share the host's network with the app, or give it none.",
+    help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
 )
 @aws_option
 @click.option(
@@ -233,6 +233,19 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     default=10.0,
     show_default=True,
     help="Lockstep: most SECONDS to wait after frame N for every app to ask for its next frame.",
+)
+@click.option(
+    "--memory-limit",
+    type=click.IntRange(min=0),
+    metavar="MIB",
+    help="Memory of each app in MiB (past it the app is killed and restarted); 0 for no limit. "
+    "[default: 2048]",
+)
+@click.option(
+    "--pids-limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Processes and threads of each app at once; 0 for no limit. [default: 512]",
 )
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
@@ -253,6 +266,8 @@ def run_command(
     network: str,
     aws: str,
     quiet_timeout: float,
+    memory_limit: int | None,
+    pids_limit: int | None,
     build: bool,
 ) -> None:
     """Power the appliance on, run the application, and shut down.
@@ -265,6 +280,7 @@ def run_command(
     import signal
     from pathlib import Path
 
+    from emulator.device.limits import DEFAULT_MEMORY_MIB, DEFAULT_PIDS, Limits
     from emulator.device.options import ApplianceOptions
     from emulator.run import default_mode, run_application
 
@@ -283,6 +299,10 @@ def run_command(
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         hdmi_every=hdmi_every,
         quiet_timeout=quiet_timeout,
+        limits=Limits(
+            memory_mib=DEFAULT_MEMORY_MIB if memory_limit is None else memory_limit,
+            pids=DEFAULT_PIDS if pids_limit is None else pids_limit,
+        ),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
 

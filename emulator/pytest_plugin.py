@@ -129,6 +129,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("panorama_keep_state", "keep the temporary device state folder", type="bool", default=False)
     parser.addini("panorama_build", "build missing container assets", type="bool", default=True)
     parser.addini("panorama_timeout", "default wait in seconds", default="120")
+    parser.addini("panorama_memory_limit", "memory of each app in MiB (0: no limit)", default="")
+    parser.addini("panorama_pids_limit", "processes and threads of each app (0: no limit)", default="")
     parser.addini("panorama_aws", "none, host or local: what the app's AWS SDK meets", default="none")
 
 
@@ -256,11 +258,25 @@ def panorama_options(
     panorama_override: Path | None,
     panorama_aws: str,
     panorama_appliance_options: dict[str, Any],
+    request: pytest.FixtureRequest,
 ) -> ApplianceOptions:
-    """The ``emulator.ApplianceOptions`` the app boots with, made of the knobs above (app output quiet)."""
+    """The ``emulator.ApplianceOptions`` the app boots with, made of the knobs above and the ini file's
+    ``panorama_memory_limit`` and ``panorama_pids_limit`` (app output quiet)."""
+    from emulator.device.limits import Limits
     from emulator.device.options import ApplianceOptions
     from emulator.errors import EmulatorError
 
+    config = request.config
+    try:
+        limits = Limits(
+            **{
+                field: int(value)
+                for field, name in (("memory_mib", "panorama_memory_limit"), ("pids", "panorama_pids_limit"))
+                if (value := str(config.getini(name)).strip())
+            }
+        )
+    except (ValueError, EmulatorError) as error:
+        pytest.fail(f"bad appliance limits in the ini file: {error}", pytrace=False)
     try:
         return ApplianceOptions(
             device=panorama_device,
@@ -271,6 +287,7 @@ def panorama_options(
             mode=panorama_mode,
             aws=panorama_aws,
             quiet=True,
+            limits=limits,
         ).changed(**panorama_appliance_options)
     except EmulatorError as error:
         pytest.fail(f"bad appliance options: {error}", pytrace=False)

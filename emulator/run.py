@@ -91,10 +91,10 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
 
     Returns:
         ``frames``, ``seconds``, ``boots``, ``nodes`` (fps, latency, frames in/out, dropped, model calls,
-        restarts, exit codes, arch, emulated), ``emulated`` (node -> CPU, for the nodes that ran through
-        qemu-user), ``cameras``, ``models``, ``aws`` (the mode; with ``--aws local`` the CloudWatch metrics
-        the app put), ``dropped_frames``, ``restarts``, ``exit_codes``, ``paths`` (storage, logs per node,
-        last HDMI frame).
+        restarts, exit codes, ``last_cause``: the limit that last ended it, arch, emulated), ``emulated``
+        (node -> CPU, for the nodes that ran through qemu-user), ``cameras``, ``models``, ``aws`` (the mode;
+        with ``--aws local`` the CloudWatch metrics the app put), ``dropped_frames``, ``restarts``,
+        ``exit_codes``, ``paths`` (storage, logs per node, last HDMI frame).
     """
     # Restarts and exit codes after the shutdown: the exit statuses of the shutdown itself are in.
     status = appliance.status().nodes
@@ -109,6 +109,7 @@ def summarize(appliance: Appliance, metrics: BootFigures, *, seconds: float) -> 
             "model_calls": figures.model_calls,
             "restarts": status[name].restarts,
             "exit_codes": list(status[name].exit_codes),
+            "last_cause": status[name].last_cause,
             "arch": status[name].arch,
             "emulated": status[name].emulated,
         }
@@ -251,6 +252,7 @@ def run_application(
         with appliance:
             if say is not None:
                 say(f"booted {appliance.app} on device {appliance.device} (boot {appliance.boots})")
+                say(appliance.limits_line)
             started = time.monotonic()
             try:
                 if frames is not None:

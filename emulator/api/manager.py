@@ -305,8 +305,8 @@ class ApplianceManager:
             ``device``, ``state_dir``, ``state`` (``empty``, ``running`` or ``off``), ``app`` (None or
             ``name``, ``project``, ``source``, ``deployed_at``), ``boots``, ``uptime_s`` (seconds since the
             last boot, or None), ``nodes`` (``name``, ``state``, ``pid``, ``restarts``, ``exit_codes``,
-            ``arch``, ``emulated``), ``cameras`` (``name``, ``paused``, ``source``), ``hdmi`` (``outputs``,
-            ``labels``; None without an HDMI output) and ``storage_path``.
+            ``last_cause``, ``arch``, ``emulated``), ``cameras`` (``name``, ``paused``, ``source``), ``hdmi``
+            (``outputs``, ``labels``; None without an HDMI output) and ``storage_path``.
         """
         device, deployment, powered = self._device, self._deployment, self._powered
         result: dict[str, Any] = {
@@ -340,6 +340,7 @@ class ApplianceManager:
                     "pid": node.pid,
                     "restarts": node.restarts,
                     "exit_codes": list(node.exit_codes),
+                    "last_cause": node.last_cause,
                     "arch": node.arch,
                     "emulated": node.emulated,
                 }

@@ -37,6 +37,9 @@ class NodeStatus(BaseModel):
     pid: int | None = Field(None, description="host process id of the node's sandbox, while it runs")
     restarts: int = Field(0, description="restarts since the last boot")
     exit_codes: list[int] = Field(default_factory=list, description="exit codes of the node's past processes")
+    last_cause: str | None = Field(
+        None, description="the limit that last ended the node's process, e.g. 'memory limit 2048 MiB'"
+    )
     arch: str | None = Field(None, description="the CPU the node's rootfs is built for (aarch64, x86_64)")
     emulated: bool = Field(False, description="whether the node runs through qemu-user")
 

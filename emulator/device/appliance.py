@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.device import arch
 from emulator.device.aws import AwsEndpoint, start_aws
-from emulator.device.boot_files import count_boot, etc_files, read_boot_count
+from emulator.device.boot_files import count_boot, read_boot_count
 from emulator.device.figures import (
     BootFigures,
     CameraFigures,
@@ -38,6 +38,7 @@ from emulator.device.figures import (
     NodeFigures,
     NodeStatus,
 )
+from emulator.device.limits import limits_in_force
 from emulator.device.log_follower import LogFollower
 from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.options import ApplianceOptions
@@ -132,6 +133,8 @@ class Appliance:
         self._last: _Boot | None = None
         self._uptime_last = 0.0
         self._lock = threading.RLock()
+        self.limits_line = ""
+        """Which app limits are in force, as the last boot said it (``limits.limits_in_force``)."""
         self.overlays: dict[str, tuple[tuple[Path, str], ...]] = {}
 
     @property
@@ -146,7 +149,7 @@ class Appliance:
 
     @property
     def network(self) -> str:
-        """``host`` or ``none``."""
+        """``app``, ``host`` or ``none``."""
         return self.options.network
 
     @property
@@ -289,17 +292,18 @@ class Appliance:
             unprivileged = os.geteuid() != 0
             if unprivileged and isinstance(launcher, BwrapLauncher):
                 check_user_namespaces(launcher.bwrap)
+            self.limits_line = limits_in_force(self.options.limits)
+            log.info("%s", self.limits_line)
             number = count_boot(self.store.root)
             started = time.monotonic()
             self.quiet_point = None
             run_dir = self.store.reset_run_dir()
             clear_sandbox_records(self.store.root)
-            etc = etc_files(self.store.root, self.device)
             aws = start_aws(self.aws, run_dir, network=self.network)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
-            place = BootPlace(self.app, self.device, self.network, self.store, run_dir, etc, unprivileged)
+            place = BootPlace.prepare(self.store, self.app, self.options, run_dir, unprivileged)
             with contextlib.ExitStack() as undo:
                 if aws is not None:
                     undo.callback(aws.close)
@@ -314,15 +318,7 @@ class Appliance:
                 undo.callback(runtime.stop)
                 starting = [node for node in self.plan.code_nodes if node.starts_at_boot]
                 services = [
-                    node_service(
-                        node,
-                        self._rootfs[node.name],
-                        place,
-                        runtime,
-                        launcher,
-                        self.overlays.get(node.name, ()),
-                        aws,
-                    )
+                    node_service(node, self._rootfs[node.name], place, runtime, launcher, self.overlays, aws)
                     for node in starting
                 ]
                 supervisor = Supervisor(

@@ -63,6 +63,7 @@ class NodeStatus(_Record):
         pid: the host pid of the app's process while it runs.
         restarts: restarts in this boot.
         exit_codes: the exit statuses of the instances that ended in this boot, oldest first.
+        last_cause: the latest limit that ended an instance (``memory limit N MiB``), else None.
         uptime_s: seconds the running instance has run (0 when not running).
         instance: which start of the node this is (0 before the first).
         launch: ``onAppStart``, ``onDemand`` or ``onSignal``.
@@ -75,6 +76,7 @@ class NodeStatus(_Record):
     pid: int | None = None
     restarts: int = 0
     exit_codes: tuple[int, ...] = ()
+    last_cause: str | None = None
     uptime_s: float = 0.0
     instance: int = 0
     launch: str = "onAppStart"
@@ -89,6 +91,7 @@ class NodeStatus(_Record):
             pid=data["pid"],
             restarts=int(data["restarts"]),
             exit_codes=_codes(data["exit_codes"]),
+            last_cause=data.get("last_cause"),
             uptime_s=float(data["uptime_s"]),
             instance=int(data["instance"]),
             launch=str(data["launch"]),

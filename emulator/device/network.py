@@ -4,6 +4,10 @@ On the appliance, a port an interface declares in ``network.inboundPorts`` and t
 maps ``containerPort -> hostPort`` is reachable at the device's ``hostPort``. The appliance process relays
 TCP connections from ``hostPort`` to the app's ``containerPort``:
 
+- with ``network="app"`` (the default) the app has a network namespace of its own whose user-space stack
+  (``netstack``) forwards ``containerPort`` from a free port on the host's loopback, which the relay connects
+  to; this works as root and as an ordinary user, and the relay keeps ``hostPort`` open while the app
+  restarts;
 - with host networking the app listens in the host's own network namespace, so the relay connects to
   ``127.0.0.1:containerPort``;
 - with ``network="none"`` the app has a network namespace of its own (loopback only); as root the relay
@@ -34,6 +38,8 @@ __all__ = [
     "connect_in_namespace",
     "namespace_connector",
     "open_routes",
+    "routed_ports",
+    "stack_connector",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,6 +269,38 @@ def namespace_connector(
     return connect
 
 
+def stack_connector(process_of: Callable[[str], object], node: str, port: int) -> Callable[[], socket.socket]:
+    """A ``connect`` for ``PortForwarder`` that reaches ``port`` of the node's current sandbox through the
+    loopback port its network stack forwards to it (``SandboxProcess.host_ports``).
+
+    Args:
+        process_of: node -> its running sandbox process, or None.
+        node: the node.
+        port: the app's port (``containerPort``).
+    """
+
+    def connect() -> socket.socket:
+        ports = getattr(process_of(node), "host_ports", None)
+        if not isinstance(ports, dict) or port not in ports:
+            raise ConnectionRefusedError(f"node {node} is not running")
+        return socket.create_connection(("127.0.0.1", ports[port]), timeout=_CONNECT_TIMEOUT)
+
+    return connect
+
+
+def routed_ports(node: CodeNodePlan) -> tuple[int, ...]:
+    """The container ports of a node that ``open_routes`` relays: routed and declared in ``inboundPorts``."""
+    return tuple(
+        sorted(
+            {
+                rule.container_port
+                for rule in node.routing
+                if rule.container_port in node.interface.inbound_ports
+            }
+        )
+    )
+
+
 def open_routes(
     nodes: Sequence[CodeNodePlan],
     *,
@@ -274,9 +312,9 @@ def open_routes(
 
     Args:
         nodes: the code nodes started at this boot.
-        network: ``host`` or ``none``.
+        network: ``app``, ``host`` or ``none``.
         listen_host: the host address to listen on.
-        process_of: node -> its running sandbox process (used with ``network="none"``).
+        process_of: node -> its running sandbox process (used unless ``network="host"``).
 
     Returns:
         The routes and the relays started (close them at shutdown).
@@ -296,7 +334,9 @@ def open_routes(
                     )  # fmt: skip
                     continue
                 connect: Callable[[], socket.socket] | None = None
-                if network == "none":
+                if network == "app":
+                    connect = stack_connector(process_of, node.name, rule.container_port)
+                elif network == "none":
                     if not can_enter_network_namespaces():
                         log.warning(
                             "node %s: port %d cannot be routed with network none unless running as root",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.device.limits import Limits
+from emulator.device.sandbox import NETWORKS
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError
 
@@ -21,8 +23,6 @@ __all__ = ["AWS_MODES", "MODES", "NETWORKS", "ApplianceOptions"]
 
 MODES = ("lockstep", "realtime")
 """Camera pacing: a camera waits for the app (``lockstep``) or runs at its frame rate (``realtime``)."""
-NETWORKS = ("host", "none")
-"""The app's network: the host's, or loopback only."""
 AWS_MODES = ("none", "host", "local")
 """What the app's AWS SDK meets: no credentials, the caller's, or CloudWatch answered by the emulator."""
 
@@ -43,7 +43,8 @@ class ApplianceOptions:
         cameras: camera node -> source (``synthetic``, a video file, a folder of images, a stream URL);
             cameras not named get ``synthetic``.
         mode: ``lockstep`` (a camera advances when the app has taken its frame) or ``realtime``.
-        network: ``host`` (the app shares the host's network) or ``none`` (loopback only).
+        network: ``app`` (each app has a network namespace of its own with a way out, as on a device),
+            ``host`` (the apps share the host's network, unlike a device) or ``none`` (loopback only).
         aws: what the app's AWS SDK meets: ``none`` (no credentials), ``host`` (the caller's credentials
             through a container credentials endpoint) or ``local`` (CloudWatch metrics kept by the emulator,
             nothing sent to AWS); see :mod:`emulator.device.aws`.
@@ -57,6 +58,7 @@ class ApplianceOptions:
             app to come back to ``get()`` (or exit) before it returns anyway.
         backoff: restart policy for nodes that end.
         inbound_host: the host address routed ports listen on (``0.0.0.0`` to reach them from elsewhere).
+        limits: memory and process limits of each app (see ``emulator.device.limits``).
         restart_on_exit: restart a node that ends, with ``backoff``; False leaves it stopped until
             ``Appliance.restart_node`` (``dev`` waits for the next save).
 
@@ -70,7 +72,7 @@ class ApplianceOptions:
     override: Path | None = None
     cameras: Mapping[str, str] = field(default_factory=dict)
     mode: str = "lockstep"
-    network: str = "host"
+    network: str = "app"
     aws: str = "none"
     hdmi_out: Path | None = None
     hdmi_record: Path | None = None
@@ -80,13 +82,14 @@ class ApplianceOptions:
     quiet_timeout: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     inbound_host: str = "127.0.0.1"
+    limits: Limits = field(default_factory=Limits)
     restart_on_exit: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise DeviceError(f"mode must be lockstep or realtime, not {self.mode!r}")
         if self.network not in NETWORKS:
-            raise DeviceError(f"network must be host or none, not {self.network!r}")
+            raise DeviceError(f"network must be app, host or none, not {self.network!r}")
         if self.aws not in AWS_MODES:
             raise DeviceError(f"aws must be none, host or local, not {self.aws!r}")
         if not (self.quiet_timeout >= 0 and math.isfinite(self.quiet_timeout)):

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from emulator.device.limits import Limits
 from emulator.device.sandbox import SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError
@@ -79,6 +80,8 @@ def _decode_spec(raw: dict[str, Any]) -> SandboxSpec:
             values[name] = Path(value) if value is not None else None
         elif name == "ro_files":
             values[name] = tuple((Path(source), str(target)) for source, target in value)
+        elif name == "limits":
+            values[name] = Limits(**value) if isinstance(value, dict) else None
         elif isinstance(value, list):
             values[name] = tuple(value)
         else:

@@ -3,7 +3,7 @@
 The appliance runs every business-logic node as the device does: the image's exported filesystem read-only
 at ``/``, the app's storage and logs bound read-write, temporary paths on fresh tmpfs mounts, the emulator's
 ``panoramasdk`` and bridge directories mounted under ``/opt/panorama-emulator``, and the descriptor's entry
-point started from ``/`` in its own pid, ipc and uts namespaces.
+point started from ``/`` in its own pid, ipc and uts namespaces, and by default its own network namespace.
 
 ``build_argv`` is a pure function from a ``SandboxSpec`` to bwrap's argv; ``BwrapLauncher`` starts it and
 returns a ``SandboxProcess`` that can signal the app inside (graceful stop) or kill the whole sandbox at once
@@ -20,17 +20,21 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from emulator.errors import SandboxError
+from emulator.device.limits import AppCgroup, Limits, MemoryWatch, nproc_rlimit
+from emulator.device.netstack import NetStack, check_network_stack
+from emulator.errors import EmulatorError, SandboxError
 
 __all__ = [
     "DEFAULT_CAPABILITIES",
     "DEFAULT_PATH",
     "LOGS_MOUNT",
+    "NETWORKS",
     "RUN_MOUNT",
     "SDK_MOUNT",
     "STORAGE_MOUNT",
@@ -51,6 +55,8 @@ LOGS_MOUNT = "/opt/aws/panorama/logs"
 SDK_MOUNT = "/opt/panorama-emulator/sdk"
 RUN_MOUNT = "/opt/panorama-emulator/run"
 TMPFS_MOUNTS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
+NETWORKS = ("app", "host", "none")
+"""The app's network: a namespace of its own with a way out (``app``), the host's, or loopback only."""
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The capabilities a container process gets from Docker by default: an app runs as root as in its container
@@ -89,11 +95,18 @@ class SandboxSpec:
         logs_dir: host directory bound read-write at ``/opt/aws/panorama/logs``.
         sdk_dir: host directory bound read-only at ``/opt/panorama-emulator/sdk``.
         run_dir: host directory bound read-write at ``/opt/panorama-emulator/run``.
-        network: ``"host"`` shares the host's network, ``"none"`` gives the app a loopback interface only.
+        network: ``"app"`` gives the app a network namespace of its own with a way out through
+            ``slirp4netns`` (``netstack``), ``"host"`` shares the host's network, ``"none"`` gives it a
+            loopback interface only.
         user_namespace: map the calling user to root in a new user namespace (needed when not root).
         ro_files: extra ``(host path, sandbox path)`` read-only binds, e.g. ``/etc/resolv.conf``; each
             target must exist in the rootfs.
         capabilities: the capabilities the app keeps.
+        inbound_ports: with network ``"app"``, the app's TCP ports that are forwarded from the host's
+            loopback (``SandboxProcess.host_ports``).
+        limits: memory and process limits, applied in a cgroup of the instance's own where this host
+            allows it (``limits``); None applies none.
+        name: the node, for the cgroup's name.
     """
 
     rootfs: Path
@@ -108,15 +121,21 @@ class SandboxSpec:
     user_namespace: bool = False
     ro_files: tuple[tuple[Path, str], ...] = ()
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    inbound_ports: tuple[int, ...] = ()
+    limits: Limits | None = None
+    name: str = "app"
 
 
-def build_argv(spec: SandboxSpec, bwrap: str, *, info_fd: int | None = None) -> list[str]:
+def build_argv(
+    spec: SandboxSpec, bwrap: str, *, info_fd: int | None = None, block_fd: int | None = None
+) -> list[str]:
     """Turn a sandbox spec into bwrap's command line. Pure: reads neither the filesystem nor the environment.
 
     Args:
         spec: the sandbox to describe.
         bwrap: path of the bwrap executable (argv[0]).
         info_fd: a file descriptor on which bwrap reports the sandbox's pid as JSON, or None.
+        block_fd: a file descriptor bwrap waits on (until it can be read) before it runs the command.
 
     Returns:
         The argv, ending with ``--`` and the command.
@@ -126,13 +145,13 @@ def build_argv(spec: SandboxSpec, bwrap: str, *, info_fd: int | None = None) -> 
     """
     if not spec.command:
         raise SandboxError("the sandbox has no command to run (descriptor entry.path is empty)")
-    if spec.network not in ("host", "none"):
-        raise SandboxError(f"network must be 'host' or 'none', not {spec.network!r}")
+    if spec.network not in NETWORKS:
+        raise SandboxError(f"network must be 'app', 'host' or 'none', not {spec.network!r}")
     argv = [bwrap]
     if spec.user_namespace:
         argv += ["--unshare-user", "--uid", "0", "--gid", "0"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", spec.hostname]
-    if spec.network == "none":
+    if spec.network != "host":
         argv.append("--unshare-net")
     argv += ["--ro-bind", str(spec.rootfs), "/", "--proc", "/proc", "--dev", "/dev"]
     for path in TMPFS_MOUNTS:
@@ -154,6 +173,8 @@ def build_argv(spec: SandboxSpec, bwrap: str, *, info_fd: int | None = None) -> 
     argv += ["--chdir", "/"]
     if info_fd is not None:
         argv += ["--info-fd", str(info_fd)]
+    if block_fd is not None:
+        argv += ["--block-fd", str(block_fd)]
     argv.append("--")
     argv += list(spec.command)
     return argv
@@ -283,9 +304,33 @@ class SandboxProcess:
         init_pid: host pid of the sandbox's pid 1, as reported on bwrap's info fd.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], init_pid: int) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], init_pid: int, netstack: NetStack | None = None
+    ) -> None:
         self._popen = popen
         self.init_pid = init_pid
+        self.netstack = netstack
+        self.cgroup: AppCgroup | None = None
+        self.memory_watch: MemoryWatch | None = None
+        self.end_cause: str | None = None
+        """Why the sandbox ended when a limit ended it (``memory limit N MiB``), else None."""
+
+    @property
+    def host_ports(self) -> dict[int, int]:
+        """With network ``app``: container port -> the host loopback port forwarded to it."""
+        return dict(self.netstack.host_ports) if self.netstack is not None else {}
+
+    def _ended(self) -> None:
+        if self.netstack is not None:
+            self.netstack.stop()
+        cgroup, self.cgroup = self.cgroup, None
+        if cgroup is not None:
+            self.end_cause = cgroup.cause()
+            cgroup.remove()
+        watch, self.memory_watch = self.memory_watch, None
+        if watch is not None:
+            watch.stop()
+            self.end_cause = self.end_cause or watch.cause()
 
     @property
     def pid(self) -> int:
@@ -309,7 +354,10 @@ class SandboxProcess:
     def poll(self) -> int | None:
         """The sandbox's exit status (the app's; 128+N when signal N killed it), or None while running."""
         code = self._popen.poll()
-        return None if code is None else _shell_status(code)
+        if code is None:
+            return None
+        self._ended()
+        return _shell_status(code)
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for the sandbox to end and return its exit status.
@@ -323,7 +371,9 @@ class SandboxProcess:
         Raises:
             subprocess.TimeoutExpired: still running after ``timeout``.
         """
-        return _shell_status(self._popen.wait(timeout))
+        code = self._popen.wait(timeout)
+        self._ended()
+        return _shell_status(code)
 
     def terminate(self) -> None:
         """Send SIGTERM to the app (not to bwrap, which would take the app down with SIGKILL)."""
@@ -365,9 +415,27 @@ class BwrapLauncher:
                 message, on one line).
         """
         preflight(spec)
+        if spec.network == "app":
+            check_network_stack()
+        limits = spec.limits
+        cgroup = AppCgroup(spec.name, limits) if limits is not None else None
+        if cgroup is not None and not cgroup.dirs:
+            cgroup = None
+        if cgroup is not None:
+            cgroup.create()
+        # Without a cgroup for a limit, its stand-in: RLIMIT_NPROC for processes, a watch for memory.
+        prefix: list[str] = []
+        if limits is not None and limits.pids and (cgroup is None or "pids" not in cgroup.dirs):
+            prefix = ["prlimit", f"--nproc={nproc_rlimit(limits.pids)}", "--"]
+        watch_memory = bool(limits and limits.memory_mib and (cgroup is None or "memory" not in cgroup.dirs))
         read_end, write_end = os.pipe()
+        # bwrap holds the command until the network stack is attached and the sandbox is in its cgroup.
+        held = spec.network == "app" or cgroup is not None
+        block_read, block_write = os.pipe() if held else (-1, -1)
         try:
-            argv = build_argv(spec, self.bwrap, info_fd=write_end)
+            argv = prefix + build_argv(
+                spec, self.bwrap, info_fd=write_end, block_fd=block_read if block_read >= 0 else None
+            )
             try:
                 popen = subprocess.Popen(
                     argv,
@@ -375,26 +443,66 @@ class BwrapLauncher:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
-                    pass_fds=(write_end,),
+                    pass_fds=tuple(fd for fd in (write_end, block_read) if fd >= 0),
                     start_new_session=True,
                 )
             except OSError as error:
                 raise SandboxError(f"cannot run bubblewrap ({self.bwrap}): {error}") from error
             os.close(write_end)
             write_end = -1
-            info = _read_all(read_end)
+            info = _read_info(read_end)
         finally:
             os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
+            for fd in (write_end, block_read):
+                if fd >= 0:
+                    os.close(fd)
         try:
-            init_pid = int(json.loads(info)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            out = popen.stdout.read() if popen.stdout else b""
-            popen.wait()
-            said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise SandboxError(f"the app sandbox did not start: {said}") from None
-        return SandboxProcess(popen, init_pid)
+            try:
+                init_pid = int(json.loads(info)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                out = popen.stdout.read() if popen.stdout else b""
+                popen.wait()
+                said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                raise SandboxError(f"the app sandbox did not start: {said}") from None
+            process = SandboxProcess(popen, init_pid)
+            process.cgroup, cgroup = cgroup, None
+            if process.cgroup is not None:
+                try:
+                    process.cgroup.add(init_pid)
+                except EmulatorError:
+                    process.kill()
+                    process.wait()
+                    raise
+            if spec.network == "app":
+                # bwrap brings the namespace's loopback up over netlink after it reports the pid; a stack
+                # configuring the namespace at the same time can make that fail, so it waits for it.
+                _wait_for_loopback(init_pid, popen)
+                stack = NetStack(init_pid, spec.inbound_ports, user_namespace=spec.user_namespace)
+                try:
+                    stack.start()
+                except SandboxError:
+                    process.kill()
+                    process.wait()
+                    raise
+                process.netstack = stack
+            if block_write >= 0:
+                try:
+                    os.write(block_write, b"1")
+                except BrokenPipeError:  # bwrap ended while the network was being attached
+                    out = popen.stdout.read() if popen.stdout else b""
+                    process.kill()
+                    process.wait()
+                    said = (out.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+                    raise SandboxError(f"the app sandbox did not start: {said}") from None
+        finally:
+            if block_write >= 0:
+                os.close(block_write)
+            if cgroup is not None:  # bwrap did not start: nothing runs in it
+                cgroup.remove()
+        if watch_memory and limits is not None:
+            process.memory_watch = MemoryWatch(init_pid, limits.memory_mib, process.kill)
+            process.memory_watch.start()
+        return process
 
 
 def preflight(spec: SandboxSpec) -> None:
@@ -439,10 +547,26 @@ def _shell_status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _read_all(fd: int) -> bytes:
+def _wait_for_loopback(init_pid: int, popen: subprocess.Popen[bytes]) -> None:
+    fib = Path(f"/proc/{init_pid}/net/fib_trie")
+    deadline = time.monotonic() + 30.0
+    while popen.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if "127.0.0.1" in fib.read_text():
+                return
+        time.sleep(0.002)
+
+
+def _read_info(fd: int) -> bytes:
+    """bwrap's info JSON: up to its closing brace, or to end of file when bwrap failed before writing it.
+
+    bwrap keeps the info fd open while it waits on its block fd, so reading to end of file would not end.
+    """
     chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+        if chunk.rstrip().endswith(b"}"):
+            return b"".join(chunks)

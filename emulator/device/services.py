@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from emulator.device import arch
+from emulator.device.boot_files import etc_files
+from emulator.device.limits import Limits
+from emulator.device.netstack import app_resolver
+from emulator.device.network import routed_ports
+from emulator.device.options import ApplianceOptions
 from emulator.device.records import record_sandbox
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
@@ -128,11 +133,12 @@ class BootPlace:
     Attributes:
         app: the application name.
         device: the device name (the sandboxes' hostname).
-        network: ``host`` or ``none``.
+        network: ``app``, ``host`` or ``none``.
         store: the device's state directory (storage and logs).
         run_dir: this boot's run directory (bridge sockets).
         etc: ``/etc`` files of the device, by path inside.
         unprivileged: the emulator is not root (sandboxes get a user namespace).
+        limits: memory and process limits of each app.
     """
 
     app: str
@@ -142,6 +148,18 @@ class BootPlace:
     run_dir: Path
     etc: Mapping[str, Path]
     unprivileged: bool
+    limits: Limits
+
+    @classmethod
+    def prepare(
+        cls, store: DeviceStore, app: str, options: ApplianceOptions, run_dir: Path, unprivileged: bool
+    ) -> BootPlace:
+        """The place of a boot about to start: the device's ``/etc`` files written for it (with the network
+        stack's resolver when the app has a network of its own)."""
+        etc = etc_files(store.root, options.device)
+        if options.network == "app":
+            etc = app_resolver(etc, store.root / "etc")
+        return cls(app, options.device, options.network, store, run_dir, etc, unprivileged, options.limits)
 
 
 def node_service(
@@ -150,7 +168,7 @@ def node_service(
     place: BootPlace,
     runtime: BootRuntime,
     launcher: ProcessLauncher,
-    overlays: tuple[tuple[Path, str], ...] = (),
+    overlays: Mapping[str, tuple[tuple[Path, str], ...]] | None = None,
     aws: AwsEndpoint | None = None,
 ) -> Service:
     """A code node as a supervised service: each start launches its sandbox afresh.
@@ -163,7 +181,7 @@ def node_service(
         place: where this boot runs.
         runtime: this boot's runtime (the bridge's environment for the node, the SDK).
         launcher: starts sandboxes.
-        overlays: ``(host path, image path)`` read-only binds laid over the root filesystem.
+        overlays: per node, ``(host path, image path)`` read-only binds laid over the root filesystem.
         aws: this boot's AWS endpoint (its environment and gate for the app), if any.
 
     Returns:
@@ -176,14 +194,9 @@ def node_service(
     env.update(bridge)
     env["PYTHONPATH"] = f"{sdk_path}:{app_path}" if app_path else sdk_path
     env.setdefault("PYTHONUNBUFFERED", "1")
-    ro_files = (
-        tuple(
-            (source, target)
-            for target, source in place.etc.items()
-            if (rootfs / target.lstrip("/")).is_file()
-        )
-        + overlays
-    )
+    ro_files = tuple(
+        (source, target) for target, source in place.etc.items() if (rootfs / target.lstrip("/")).is_file()
+    ) + (overlays or {}).get(node.name, ())
     descriptor = node.descriptor
     command = (descriptor.path, *([descriptor.name] if descriptor.name else []), *descriptor.arguments)
     if aws is not None:
@@ -202,6 +215,9 @@ def node_service(
         network=place.network,
         user_namespace=place.unprivileged,
         ro_files=ro_files,
+        inbound_ports=routed_ports(node),
+        limits=place.limits,
+        name=node.name,
     )
     record_sandbox(place.store.root, node.name, spec)
 

@@ -148,7 +148,8 @@ class ExitRecord:
 
     ``code`` is the exit status (128+N for signal N, as shells report it); ``instance`` counts from 1 in this
     boot; ``expected`` is true when the appliance stopped it (shutdown, reboot, power cut); ``restart_delay``
-    is the backoff before the next instance (None when none follows).
+    is the backoff before the next instance (None when none follows); ``cause`` says when a limit ended it
+    (``memory limit N MiB``).
     """
 
     code: int
@@ -158,6 +159,7 @@ class ExitRecord:
     expected: bool
     last_line: str = ""
     restart_delay: float | None = None
+    cause: str | None = None
 
 
 @dataclass
@@ -315,8 +317,9 @@ class Supervisor:
         """Per node: state, pid, restarts, exit codes of the instances that ended, uptime of the current one.
 
         Returns:
-            ``{node: {"state", "pid", "restarts", "exit_codes", "uptime_s", "instance"}}``; state is one of
-            ``starting``, ``running``, ``backoff``, ``stopped``.
+            ``{node: {"state", "pid", "restarts", "exit_codes", "last_cause", "uptime_s", "instance"}}``
+            (``last_cause``: the latest limit that ended an instance, e.g. ``memory limit N MiB``); state is
+            one of ``starting``, ``running``, ``backoff``, ``stopped``.
         """
         now = time.monotonic()
         with self._cond:
@@ -332,6 +335,7 @@ class Supervisor:
                     "restarts": node.restarts,
                     "instance": node.instance,
                     "exit_codes": [record.code for record in node.exits],
+                    "last_cause": next((r.cause for r in reversed(node.exits) if r.cause), None),
                     "uptime_s": round(now - node.started, 3) if running else 0.0,
                 }
             return result
@@ -485,13 +489,21 @@ class Supervisor:
         if not expected:
             node.failures = 1 if ran_for >= self.backoff.stable_after else node.failures + 1
             delay = self.backoff.delay(node.failures) if self.restart_on_exit else None
-        record = ExitRecord(code, node.instance, round(ran_for, 3), time.time(), expected, last_line, delay)
+        cause = getattr(process, "end_cause", None)
+        record = ExitRecord(
+            code, node.instance, round(ran_for, 3), time.time(), expected, last_line, delay, cause
+        )
+        if cause:
+            node.console.write(f"[panorama-emulator] node {node.service.name} was killed: {cause}\n".encode())
         with self._cond:
             node.exits = [*node.exits[-(_MAX_EXITS - 1) :], record]
             node.process = None
             node.state = "stopped"
         if not expected:
-            log.warning("node %s exited with status %d after %.1f s", node.service.name, code, ran_for)
+            log.warning(
+                "node %s exited with status %d after %.1f s%s",
+                node.service.name, code, ran_for, f" ({cause})" if cause else "",
+            )  # fmt: skip
             if self.restart_on_exit:
                 self._schedule(node)
 

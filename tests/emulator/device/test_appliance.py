@@ -319,6 +319,33 @@ def test_a_routed_port_answers_on_the_host_port(project: MakeProject, state_dir:
         pass
 
 
+def test_two_apps_serving_on_port_80_answer_on_their_host_ports(
+    project: MakeProject, state_dir: Path
+) -> None:
+    hosts = {"web1": free_port(), "web2": free_port()}
+    nodes = [
+        NodeSpec(name, "server.py", env={"PORT": "80"}, inbound=(80,), routes=((80, port),))
+        for name, port in hosts.items()
+    ]
+    device = appliance(project("two-web-app", *nodes), state_dir)
+    assert device.options.network == "app"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(port: int) -> str | None:
+        try:
+            with direct.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    with device:
+        for name, port in hosts.items():
+            wait_for(lambda name=name: "server: listening" in device.logs(name))  # type: ignore[misc]
+            assert wait_for(lambda port=port: get(port), what="an answer") == f"hello from {DEVICE}\n"  # type: ignore[misc]
+        states = {route.node: route.state for route in device.status().routes}
+        assert states == {"web1": "forwarding", "web2": "forwarding"}
+
+
 def test_with_network_none_only_the_routed_port_reaches_the_app(
     project: MakeProject, state_dir: Path
 ) -> None:
@@ -350,7 +377,10 @@ def host_listener() -> Iterator[int]:
     server.close()
 
 
-@pytest.mark.parametrize(("network", "outcome"), [("host", "probe: connected"), ("none", "probe: failed")])
+@pytest.mark.parametrize(
+    ("network", "outcome"),
+    [("host", "probe: connected"), ("none", "probe: failed"), ("app", "probe: failed")],
+)
 def test_network_none_cuts_the_app_off(
     project: MakeProject, state_dir: Path, host_listener: int, network: str, outcome: str
 ) -> None:

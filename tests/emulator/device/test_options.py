@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from emulator import ApplianceOptions
+from emulator.device.limits import Limits
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError
 
@@ -17,11 +18,12 @@ def test_defaults_are_an_appliances_defaults() -> None:
     assert (options.device, options.mode, options.network, options.aws) == (
         "default",
         "lockstep",
-        "host",
+        "app",
         "none",
     )
     assert (options.grace_period, options.quiet_timeout, options.inbound_host) == (3.0, 10.0, "127.0.0.1")
     assert options.backoff == Backoff()
+    assert options.limits == Limits(memory_mib=2048, pids=512)
     assert options.cameras == {} and options.quiet is False
 
 
@@ -42,7 +44,7 @@ def test_frozen() -> None:
     ("field", "value", "said"),
     [
         ("mode", "fast", "mode must be lockstep or realtime"),
-        ("network", "bridge", "network must be host or none"),
+        ("network", "bridge", "network must be app, host or none"),
         ("aws", "cloud", "aws must be none, host or local"),
         ("quiet_timeout", -1.0, "quiet_timeout must be a number of seconds"),
         ("quiet_timeout", float("nan"), "quiet_timeout must be a number of seconds"),
@@ -64,3 +66,8 @@ def test_changed_copies_and_checks_names() -> None:
     assert options.changed() is options
     with pytest.raises(TypeError):
         options.changed(colour="blue")
+
+
+def test_negative_limits_fail_where_given() -> None:
+    with pytest.raises(DeviceError, match="memory_mib must be 0"):
+        Limits(memory_mib=-1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.device.limits import Limits
 from emulator.device.records import RECORDS_DIR, clear_sandbox_records, read_sandbox_record, record_sandbox
 from emulator.device.sandbox import SandboxSpec
 from emulator.device.store import DeviceStore
@@ -23,8 +24,11 @@ def spec(store: DeviceStore, tmp_path: Path) -> SandboxSpec:
         hostname="dev",
         storage_dir=tmp_path / "storage",
         logs_dir=tmp_path / "logs",
-        network="none",
+        network="app",
         ro_files=((tmp_path / "src" / "app.py", "/panorama/app.py"),),
+        inbound_ports=(80,),
+        limits=Limits(memory_mib=256, pids=32),
+        name="code_node",
     )
 
 
