@@ -18,7 +18,7 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 NODE_KEYS = {
     "arch", "dropped", "emulated", "exit_codes", "fps", "frames_in", "frames_out", "latency_ms",
-    "model_calls", "restarts",
+    "last_cause", "model_calls", "restarts",
 }  # fmt: skip
 
 
