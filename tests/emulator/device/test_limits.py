@@ -67,7 +67,7 @@ class StatusProbe:
             started = time.perf_counter()
             status = self.device.status()
             self.worst = max(self.worst, time.perf_counter() - started)
-            assert status["state"] in ("on", "off")
+            assert status.state in ("on", "off")
             self.answers += 1
             time.sleep(0.01)
 
