@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _e2e_helpers import APPS_DIR, FAST, public_tmp_dir
+from _e2e_helpers import APPS_DIR, FAST, public_tmp_dir, wait_for
 from rich.console import Console
 
 from emulator import Appliance
@@ -125,7 +125,13 @@ def run_frames(project: Path, state_dir: Path, app: str, storage_file: str | Non
         backoff=FAST,
     )
     with appliance:
-        assert appliance.wait_for_frames(FRAMES, timeout=900)
+
+        def shown() -> bool:
+            restarts = appliance.metrics().nodes[CODE].restarts
+            assert restarts == 0, f"{app} restarted:\n{appliance.logs(CODE)}"
+            return appliance.wait_for_frames(FRAMES, timeout=1.0)
+
+        wait_for(shown, f"{FRAMES} frames of {app}", timeout=900)
         figures = appliance.metrics()
         console = appliance.logs(CODE)
         app_log = (appliance.logs_path(CODE) / "app.log").read_text()
