@@ -1,14 +1,16 @@
 """Published-style apps with their model nodes, unmodified, on the CPU: the acceptance of the model frameworks
 and of published apps.
 
-Two packages of ``apps/published-models``, each written in the shape of a published sample (not copied):
+Three packages of ``apps/published-models``, each written in the shape of a published sample (not copied):
 
 - a people counter FROM the SDK 1 base image with entry ``python3.8``, an MXNet SSD model node (gluoncv
   ``ssd_512_mobilenet1.0_voc``, built with ``pretrained=False`` and a fixed seed in the mxnet backend
   environment) added with ``add_raw_model``; it preprocesses frames (resize, normalise, NCHW), reads (class
   ids, scores, boxes), draws, counts and keeps the count in its storage;
 - a car tracker with a TF Object Detection API shaped frozen graph (uint8 ``image_tensor`` [1,300,300,3], its
-  four named outputs), called with uint8 frames, drawing boxes whose coordinates leave [0, 1].
+  four named outputs), called with uint8 frames, drawing boxes whose coordinates leave [0, 1];
+- a pose estimator with entry ``python3.7`` and two MXNet model nodes: a yolo3 detector, then a simple_pose
+  network on a batch of four person crops (descriptor shape ``[4, 3, 256, 192]``).
 
 Each image and model is built once for the module; each app runs a few frames in lockstep.
 """
@@ -45,8 +47,16 @@ ACCOUNT = "123456789012"
 FRAMES = 4
 CODE = "code_node"
 MODEL = "model_node"
-PEOPLE_COUNTER = ("people-counter", "PEOPLE_COUNTER_CODE", "pe_e2e_people_counter", "SSD_MODEL", "ssd_model")
-CAR_TRACKER = ("car-tracker", "CAR_TRACKER_CODE", "pe_e2e_car_tracker", "OD_MODEL", "od_model")
+# (code package, its container asset, its model packages and their assets)
+APPS = (
+    ("PEOPLE_COUNTER_CODE", "pe_e2e_people_counter", (("SSD_MODEL", "ssd_model"),)),
+    ("CAR_TRACKER_CODE", "pe_e2e_car_tracker", (("OD_MODEL", "od_model"),)),
+    (
+        "POSE_ESTIMATION_CODE",
+        "pe_e2e_pose_estimation",
+        (("YOLO_MODEL", "yolo_model"), ("POSE_MODEL", "pose_model")),
+    ),
+)
 
 
 def make_model(folder: Path, env: str, *args: str) -> Path:
@@ -79,27 +89,33 @@ def project() -> Iterator[Path]:
     shutil.copytree(APPS_DIR / "published-models", root, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "assets").mkdir()
     ssd = make_model(base / "ssd", "mxnet", "gluoncv", "ssd_512_mobilenet1.0_voc", "1,3,512,512")
+    yolo = make_model(base / "yolo", "mxnet", "gluoncv", "yolo3_mobilenet1.0_voc", "1,3,480,600")
+    pose = make_model(base / "pose", "mxnet", "gluoncv", "simple_pose_resnet18_v1b", "4,3,256,192")
     od = make_model(base / "od", "tensorflow", "tf-od-graph", "300")
+    mxnet_files = ["model-symbol.json", "model-0000.params"]
     archives = {
-        "ssd_model": tarball(ssd, ["model-symbol.json", "model-0000.params"], base / "ssd.tar.gz"),
+        "ssd_model": tarball(ssd, mxnet_files, base / "ssd.tar.gz"),
+        "yolo_model": tarball(yolo, mxnet_files, base / "yolo.tar.gz"),
+        "pose_model": tarball(pose, mxnet_files, base / "pose.tar.gz"),
         "od_model": tarball(od, ["frozen_inference_graph.pb"], base / "od.tar.gz"),
     }
     try:
-        for _, code, asset, model, model_asset in (PEOPLE_COUNTER, CAR_TRACKER):
+        for code, asset, models in APPS:
             code_package = root / "packages" / f"{ACCOUNT}-{code}-1.0"
             build_container(Project(root), asset, code_package, console=quiet)
-            model_package = root / "packages" / f"{ACCOUNT}-{model}-1.0"
-            add_raw_model(
-                Project(root), model_asset, archives[model_asset], model_package / "descriptor.json",
-                [model_package],
-            )  # fmt: skip
+            for model, model_asset in models:
+                model_package = root / "packages" / f"{ACCOUNT}-{model}-1.0"
+                add_raw_model(
+                    Project(root), model_asset, archives[model_asset], model_package / "descriptor.json",
+                    [model_package],
+                )  # fmt: skip
         yield root
     finally:
         import docker
         import docker.errors
 
         client = docker.from_env()
-        for _, _, asset, _, _ in (PEOPLE_COUNTER, CAR_TRACKER):
+        for _, asset, _ in APPS:
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(f"{asset}:latest", force=True)
         client.close()
@@ -183,4 +199,26 @@ def test_a_car_tracker_with_a_tensorflow_od_model_node_runs_unmodified(
     notes = [line for line in run.console.splitlines() if "panoramasdk: add_rect(" in line]
     assert any("clamped" in note for note in notes), notes
     assert len(notes) <= 2, notes  # once per kind of problem (outside the frame, inverted), not per frame
+    assert run.figures.hdmi is not None and run.figures.hdmi.outputs == FRAMES
+
+
+def test_a_pose_estimator_with_two_mxnet_model_nodes_and_a_batch_of_4_runs_on_python3_7(
+    project: Path, e2e_state_dir: Path
+) -> None:
+    run = run_frames(project, e2e_state_dir, "pose-estimation")
+    assert "Exception during processing loop" not in run.app_log, run.app_log
+    node = run.figures.nodes[CODE]
+    assert node.restarts == 0 and node.frames_out == FRAMES
+    for name in ("detector_node", "pose_node"):
+        model = run.figures.models[name]
+        assert model.backend == "mxnet" and model.calls == FRAMES and model.errors == 0, name
+    (line,) = re.findall(r"^pose-estimation (\{.*\})$", run.console, re.M)
+    report = json.loads(line)
+    assert report["sent"] == [[1, 3, 480, 600], [4, 3, 256, 192]]
+    assert report["got"] == [
+        [[1, 100, 1], "float32"],
+        [[1, 100, 1], "float32"],
+        [[1, 100, 4], "float32"],
+        [[4, 17, 64, 48], "float32"],  # one heatmap per joint for each of the four people
+    ]
     assert run.figures.hdmi is not None and run.figures.hdmi.outputs == FRAMES
