@@ -129,10 +129,9 @@ def test_mxnet_and_tensorflow_model_nodes_serve_an_app(
         assert_summary(first_call(appliance, "od_caller"), od / "filled.npz")
         errors = reports(appliance.logs("ssd_caller"), "errors")[-1]
         assert "has shape" in errors["wrong_shape"]["error"]["message"]
-        models_figures = appliance.metrics()["models"]
-        assert isinstance(models_figures, dict)
-        assert models_figures["ssd"]["errors"] == 3 and models_figures["ssd"]["calls"] >= 5
-        backends = {node: figures["backend"] for node, figures in models_figures.items()}
+        models_figures = appliance.metrics().models
+        assert models_figures["ssd"].errors == 3 and models_figures["ssd"].calls >= 5
+        backends = {node: figures.backend for node, figures in models_figures.items()}
         assert backends == {"ssd": "mxnet", "yolo": "mxnet", "od": "tensorflow-graph"}
     finally:
         appliance.close()
