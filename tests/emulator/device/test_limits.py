@@ -80,8 +80,8 @@ class StatusProbe:
         self._thread.join()
 
 
-def leftovers() -> dict[str, list[str]]:
-    """Cgroups this process made and network stacks it started that still exist."""
+def _held() -> dict[str, list[str]]:
+    """Cgroups this process made and sandboxes and network stacks it started that still exist."""
     cgroups = sorted(
         str(path)
         for parent in set(cgroup_support().values())
@@ -98,6 +98,21 @@ def leftovers() -> dict[str, list[str]]:
             if command.endswith(("slirp4netns", "bwrap")):
                 stacks.append(f"{child} {command}")
     return {"cgroups": cgroups, "processes": stacks}
+
+
+_HELD_BEFORE: dict[str, list[str]] = {"cgroups": [], "processes": []}
+
+
+@pytest.fixture(autouse=True)
+def _held_before() -> None:
+    """What the process held before the test: devices that other tests in the same run still keep on."""
+    _HELD_BEFORE.update(_held())
+
+
+def leftovers() -> dict[str, list[str]]:
+    """The cgroups, sandboxes and network stacks that this test made and that still exist."""
+    held = _held()
+    return {kind: [item for item in items if item not in _HELD_BEFORE[kind]] for kind, items in held.items()}
 
 
 def test_a_fork_loop_stops_at_the_process_limit(limited: Callable[..., Appliance]) -> None:
