@@ -175,6 +175,36 @@ aws_option = click.option(
 """``--aws none|host|local`` of ``run``, ``serve`` and ``dev`` (see ``emulator.device.aws``)."""
 
 
+def listen_options(func: F) -> F:
+    """``--host``, ``--port`` and ``--token`` of a command that serves the device API (``serve``, ``dev``)."""
+    func = click.option(
+        "--token",
+        envvar="PANORAMA_EMULATOR_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).",
+    )(func)
+    func = click.option(
+        "--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+    )(func)
+    return click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on; any other than loopback needs --token.",
+    )(func)
+
+
+def serve_mode_options(func: F) -> F:
+    """``--mode`` (realtime by default, as a device) and ``--aws`` of a command that keeps a device on."""
+    func = aws_option(func)
+    return click.option(
+        "--mode",
+        type=click.Choice(["lockstep", "realtime"]),
+        default="realtime",
+        show_default=True,
+        help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
+    )(func)
+
+
 def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     cameras: dict[str, str] = {}
     for value in values:
@@ -390,20 +420,9 @@ def _echo_status(status: dict[str, Any]) -> None:
     "project_dir",
     help="Deploy and boot this project at start (default: the current folder, if it is a project).",
 )
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on; any other than loopback needs --token.",
-)
-@click.option("--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@listen_options
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
-@click.option(
-    "--token",
-    envvar="PANORAMA_EMULATOR_TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).",
-)
 @click.option(
     "--camera",
     "camera",
@@ -411,14 +430,7 @@ def _echo_status(status: dict[str, Any]) -> None:
     metavar="NODE=SOURCE",
     help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["lockstep", "realtime"]),
-    default="realtime",
-    show_default=True,
-    help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
-)
-@aws_option
+@serve_mode_options
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),

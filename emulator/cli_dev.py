@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from emulator.cli import _camera_specs, aws_option, err_console, reports_errors
+from emulator.cli import _camera_specs, err_console, listen_options, reports_errors, serve_mode_options
 
 __all__ = ["dev_command", "register", "shell_command"]
 
@@ -29,26 +29,8 @@ __all__ = ["dev_command", "register", "shell_command"]
 )
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address the console and API listen on; any other than loopback needs --token.",
-)
-@click.option("--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
-@click.option(
-    "--token",
-    envvar="PANORAMA_EMULATOR_TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["lockstep", "realtime"]),
-    default="realtime",
-    show_default=True,
-    help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
-)
-@aws_option
+@listen_options
+@serve_mode_options
 @reports_errors
 def dev_command(
     project_dir: str,
