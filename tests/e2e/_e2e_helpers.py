@@ -53,6 +53,33 @@ def public_tmp_dir(prefix: str) -> Path:
     return path
 
 
+def camera_to_hdmi_graph(package: str, node: str) -> dict[str, Any]:
+    """A graph of one code node of ``123456789012::PACKAGE`` between a camera and the HDMI output."""
+    nodes = [
+        {"name": node, "interface": f"123456789012::{package}.code_interface", "overridable": False,
+         "launch": "onAppStart"},
+        {"name": "camera_node", "interface": "panorama::abstract_rtsp_media_source.rtsp_v1_interface",
+         "overridable": True, "launch": "onAppStart"},
+        {"name": "output_node", "interface": "panorama::hdmi_data_sink.hdmi0", "overridable": True,
+         "launch": "onAppStart"},
+    ]  # fmt: skip
+    return {
+        "nodeGraph": {
+            "envelopeVersion": "2021-01-01",
+            "packages": [
+                {"name": f"123456789012::{package}", "version": "1.0"},
+                {"name": "panorama::abstract_rtsp_media_source", "version": "1.0"},
+                {"name": "panorama::hdmi_data_sink", "version": "1.0"},
+            ],
+            "nodes": nodes,
+            "edges": [
+                {"producer": "camera_node.video_out", "consumer": f"{node}.video_in"},
+                {"producer": f"{node}.video_out", "consumer": "output_node.video_in"},
+            ],
+        }
+    }
+
+
 def write_mode_graphs(root: Path) -> None:
     """Add ``graphs/sdk-<mode>/graph.json`` for every probe mode, and the two-camera override.
 

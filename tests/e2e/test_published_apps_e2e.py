@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _e2e_helpers import APPS_DIR, public_tmp_dir
+from _e2e_helpers import APPS_DIR, camera_to_hdmi_graph, public_tmp_dir
 from rich.console import Console
 
 from emulator import Appliance
@@ -97,29 +97,7 @@ def write_package(root: Path, case: Case) -> Path:
         }
     }
     (folder / "package.json").write_text(json.dumps(package, indent=4))
-    nodes = [
-        {"name": NODE, "interface": f"123456789012::{name}.code_interface", "overridable": False,
-         "launch": "onAppStart"},
-        {"name": "camera_node", "interface": "panorama::abstract_rtsp_media_source.rtsp_v1_interface",
-         "overridable": True, "launch": "onAppStart"},
-        {"name": "output_node", "interface": "panorama::hdmi_data_sink.hdmi0", "overridable": True,
-         "launch": "onAppStart"},
-    ]  # fmt: skip
-    graph = {
-        "nodeGraph": {
-            "envelopeVersion": "2021-01-01",
-            "packages": [
-                {"name": f"123456789012::{name}", "version": "1.0"},
-                {"name": "panorama::abstract_rtsp_media_source", "version": "1.0"},
-                {"name": "panorama::hdmi_data_sink", "version": "1.0"},
-            ],
-            "nodes": nodes,
-            "edges": [
-                {"producer": "camera_node.video_out", "consumer": f"{NODE}.video_in"},
-                {"producer": f"{NODE}.video_out", "consumer": "output_node.video_in"},
-            ],
-        }
-    }
+    graph = camera_to_hdmi_graph(name, NODE)
     (root / "graphs" / case.name).mkdir(parents=True)
     (root / "graphs" / case.name / "graph.json").write_text(json.dumps(graph, indent=4))
     return folder
