@@ -3,8 +3,9 @@
 Run as a script in front of the app's entry point (``python3 _awsgate.py SOCKET MODE -- ENTRY...``): it
 listens on ``127.0.0.1`` with a port the kernel picks, points the app's AWS SDK at it, starts a forwarder
 process that carries every connection to the emulator's unix socket (bound into the sandbox), and then
-becomes the app (``exec``), so the app keeps its process id and its signals. It works the same whether the
-app shares the host's network or has a namespace of its own, since only the sandbox's loopback is used.
+becomes the app (``exec``), so the app keeps its process id and its signals. The forwarder ends with the app,
+in a sandbox or not: it watches a pipe whose write end only the app holds. It works the same whether the app
+shares the host's network or has a namespace of its own, since only the sandbox's loopback is used.
 
 Modes: ``host`` sets ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` (botocore accepts a loopback address there);
 ``local`` sets ``HTTPS_PROXY`` so that AWS calls go through the emulator, which answers them itself.
@@ -87,15 +88,23 @@ def main(argv):
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
     port = listener.getsockname()[1]
+    # The app keeps the write end across exec; when it ends (however it ends) the forwarder reads EOF.
+    # Outside a sandbox's pid namespace nothing else would end the forwarder.
+    alive, held = os.pipe()
     if os.fork() == 0:
         try:
+            os.close(held)
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
-            forward(listener, path)
+            threading.Thread(target=forward, args=(listener, path), daemon=True).start()
+            while os.read(alive, 1):
+                pass
         finally:
             os._exit(0)
+    os.close(alive)
+    os.set_inheritable(held, True)
     listener.close()
     if mode == "host":
         os.environ["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = "http://127.0.0.1:%d/credentials" % port

@@ -11,11 +11,13 @@ import contextlib
 import gzip
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -292,6 +294,54 @@ def test_the_forwarder_runs_on_the_pythons_of_older_images(run_dir: Path, versio
         assert json.loads(served)["AccessKeyId"] == "AKIAOLDPYTHON"
     finally:
         endpoint.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("ending", ["exits", "killed"])
+def test_the_forwarder_ends_with_the_app_outside_a_sandbox(run_dir: Path, ending: str) -> None:
+    code = "import sys; print('ready', flush=True); sys.stdin.readline()"
+    gate = [sys.executable, str(GATE), str(run_dir / SOCKET_FILE), "local", "--"]
+    command = [*gate, sys.executable, "-c", code]
+    app = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    forwarders: list[int] = []
+    try:
+        assert app.stdout is not None and app.stdout.readline() == "ready\n"
+        forwarders = _children(app.pid)  # the gate became the app: its child is the forwarder
+        assert len(forwarders) == 1
+        if ending == "killed":
+            app.kill()
+        else:
+            app.communicate("\n")
+        app.wait()
+        for _ in range(400):
+            if not _running(forwarders[0]):
+                break
+            time.sleep(0.05)
+        assert not _running(forwarders[0]), f"forwarder {forwarders[0]} outlived its app"
+    finally:
+        app.kill()
+        app.wait()
+        for pid in forwarders:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_host_mode_without_credentials_says_what_to_set(run_dir: Path) -> None:
