@@ -368,14 +368,19 @@ class PanoramaApp:
             The frames of this boot so far.
 
         Raises:
-            PanoramaTimeout: fewer frames came in time.
+            PanoramaTimeout: fewer frames came in time, or the app ended for good before them.
             DeviceError: the app has no HDMI output, or a node crashed before its first frame.
         """
         start = self.frames()
         limit = self.timeout if timeout is None else timeout
         if not self.appliance.wait_for_frames(start + n, timeout=limit):
             got = self.frames() - start
-            raise PanoramaTimeout(f"the HDMI output received {got} of {n} frames in {limit:g} s")
+            ended = self.appliance.app_ended
+            raise PanoramaTimeout(
+                f"the HDMI output received {got} of {n} frames: {ended}"
+                if ended
+                else f"the HDMI output received {got} of {n} frames in {limit:g} s"
+            )
         point = self.appliance.quiet_point
         if point is not None and not point.quiet:
             warnings.warn(PanoramaNotQuiet(point.note), stacklevel=2)

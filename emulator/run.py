@@ -228,7 +228,7 @@ def run_application(
 
     Raises:
         EmulatorError: bad input, a failed build, a sandbox that cannot start, an app that crashed before
-            its first frame.
+            its first frame, an app that ended for good before the last frame (``restart_on_exit`` off).
     """
     if frames is not None and duration is not None:
         raise DeviceError("give --frames or --duration, not both")
@@ -256,7 +256,8 @@ def run_application(
             started = time.monotonic()
             try:
                 if frames is not None:
-                    appliance.wait_for_frames(frames)
+                    if not appliance.wait_for_frames(frames) and appliance.app_ended:
+                        raise DeviceError(appliance.app_ended)
                 else:
                     appliance.run_for(duration if duration is not None else math.inf)
                 appliance.check()

@@ -80,6 +80,8 @@ class FakeAppliance:
         self.device = options.device
         self.frame_interval = frame_interval
         self.options = options
+        self.app_ended: str | None = None
+        """As ``Appliance.app_ended``; always None: the fake's app never ends."""
         self._paused: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -44,7 +44,7 @@ from emulator.device.network import PortForwarder, Route, open_routes
 from emulator.device.options import ApplianceOptions
 from emulator.device.records import clear_sandbox_records
 from emulator.device.sandbox import BwrapLauncher, ProcessLauncher, check_user_namespaces
-from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, node_service
+from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, exit_line, node_service
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Supervisor, read_rotated
 from emulator.errors import DeviceError, EmulatorError
@@ -123,6 +123,8 @@ class Appliance:
         }
         self.quiet_point: QuietPoint | None = None
         """How the last lockstep ``wait_for_frames`` of this boot ended (None before one)."""
+        self.app_ended: str | None = None
+        """Why the last ``wait_for_frames`` returned False before its timeout: the app ended for good."""
         self._launcher = launcher
         self._echo = Echo(None if options.quiet else sys.stdout, on_line)
         self._rootfs: dict[str, Path] = {}
@@ -419,14 +421,15 @@ class Appliance:
         waits, at most ``quiet_timeout`` seconds, until every business-logic node has finished its frame: it
         is blocked in its next ``get()`` or has exited. ``quiet_point`` then says how the wait ended. In
         realtime mode it returns at the ``n``-th output (frames may have been dropped, the app may be
-        mid-frame).
+        mid-frame). Once every code node has ended for good (``restart_on_exit`` off) it returns False and
+        ``app_ended`` says how.
 
         Args:
             n: outputs to wait for.
             timeout: seconds at most for the outputs; None waits as long as it takes.
 
         Returns:
-            True once ``n`` outputs arrived; False on timeout.
+            True once ``n`` outputs arrived; False on timeout or when the app ended for good.
 
         Raises:
             DeviceError: the appliance is off, the application has no HDMI output, or a node crashed before
@@ -438,12 +441,19 @@ class Appliance:
         lockstep = self.mode == "lockstep"
         if lockstep:
             boot.runtime.hold_frames(n)
+        self.app_ended = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
             if boot.runtime.wait_for_outputs(n, step):
                 break
             self._check_boot(boot)
+            ended = boot.supervisor.ended()
+            if ended is not None and not boot.runtime.wait_for_outputs(n, 0.1):  # the last may be on its way
+                node, record = max(ended.items(), key=lambda item: item[1].at)  # the last one to end
+                before = f"frame {boot.runtime.frames_out + 1} and is not restarted"
+                self.app_ended = f"node {node}: {exit_line(self.store, self.app, node, record, before)}"
+                return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False
         if lockstep:
@@ -493,13 +503,7 @@ class Appliance:
         failure = boot.supervisor.first_failure()
         if failure is None or boot.runtime.frames_out > 0:
             return
-        node, record = failure
-        said = f": {record.last_line.strip()}" if record.last_line.strip() else ""
-        where = self.store.logs_dir(self.app, node) / CONSOLE_OUTPUT
-        raise DeviceError(
-            f"the app exited with status {record.code} before its first frame{said} (output in {where})",
-            node=node,
-        )
+        raise DeviceError(exit_line(self.store, self.app, *failure, "its first frame"), node=failure[0])
 
     def _require_boot(self) -> _Boot:
         boot = self._boot

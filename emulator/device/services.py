@@ -2,7 +2,7 @@
 
 ``deploy_assets`` installs and unpacks every asset of a plan once per appliance; ``node_service`` turns a
 code node into the supervised ``Service`` that launches its sandbox (environment, mounts, command);
-``Echo`` writes what the apps print to the terminal and to a listener.
+``Echo`` writes what the apps print to the terminal and to a listener; ``exit_line`` says how a node ended.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from emulator.device.options import ApplianceOptions
 from emulator.device.records import record_sandbox
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
-from emulator.device.supervisor import Service
+from emulator.device.supervisor import ExitRecord, Service
 from emulator.errors import AssetError, EmulatorError, ProjectError
 from emulator.plan import AppPlan, CodeNodePlan, ModelPlan
 from emulator.project import Project
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from emulator.device.aws import AwsEndpoint
     from emulator.device.runtime_link import BootRuntime
 
-__all__ = ["CONSOLE_OUTPUT", "BootPlace", "Echo", "base_env", "deploy_assets", "node_service"]
+__all__ = ["CONSOLE_OUTPUT", "BootPlace", "Echo", "base_env", "deploy_assets", "exit_line", "node_service"]
 
 CONSOLE_OUTPUT = "console_output"
 """The file, in a node's log folder, that holds what the node printed."""
@@ -57,6 +57,24 @@ class Echo:
             with self._lock:
                 self._stream.write(f"{node} | {line}\n")
                 self._stream.flush()
+
+
+def exit_line(store: DeviceStore, app: str, node: str, record: ExitRecord, before: str) -> str:
+    """One line on how an instance of a code node ended: its status, its last line and where its output is.
+
+    Args:
+        store: the device.
+        app: the application.
+        node: the code node.
+        record: how the instance ended.
+        before: what it ended before (``its first frame``, ``frame 3 and is not restarted``).
+
+    Returns:
+        ``the app exited with status N before ...: last line (output in ...)``.
+    """
+    said = f": {record.last_line.strip()}" if record.last_line.strip() else ""
+    where = store.logs_dir(app, node) / CONSOLE_OUTPUT
+    return f"the app exited with status {record.code} before {before}{said} (output in {where})"
 
 
 def base_env(node: CodeNodePlan) -> dict[str, str]:

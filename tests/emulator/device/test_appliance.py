@@ -27,6 +27,7 @@ from _appliance_helpers import NodeSpec, build_test_apps, make_project, public_t
 from emulator import Appliance
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError, ProjectError, SandboxError
+from emulator.pytest_plugin import PanoramaApp, PanoramaTimeout
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
@@ -424,6 +425,26 @@ def test_a_crash_on_the_first_frame_is_reported_in_one_line(project: MakeProject
     assert message.startswith("node broken: the app exited with status 1 before its first frame")
     assert "RuntimeError: cannot handle a frame of shape (1080, 1920, 3)" in message
     assert "\n" not in message
+
+
+def test_an_app_that_exits_0_before_its_first_frame_ends_the_wait_when_not_restarted(
+    project: MakeProject, state_dir: Path
+) -> None:
+    root = project("quitting-app", NodeSpec("quitter", "quitter.py", media=True))
+    with appliance(root, state_dir, restart_on_exit=False) as device:
+        assert not device.wait_for_frames(1, timeout=300)
+        assert device.app_ended is not None
+        assert device.app_ended.startswith(
+            "node quitter: the app exited with status 0 before frame 1 and is not restarted: "
+            "quitter: nothing to do (output in "
+        )
+        with pytest.raises(PanoramaTimeout, match="received 0 of 2 frames: node quitter: the app exited"):
+            PanoramaApp(device).run_frames(2)
+        assert device.status().nodes["quitter"].exit_codes == (0,)
+    # Restarted (the device's default): it is waited for, as it may yet show frames.
+    with appliance(root, state_dir) as device:
+        assert not device.wait_for_frames(1, timeout=2)
+        assert device.app_ended is None
 
 
 # --- bad requests -------------------------------------------------------------------------------------------

@@ -386,9 +386,11 @@ def test_without_restart_on_exit_a_crashed_node_waits_for_restart(
     status = supervisor.status()
     assert status["app"]["state"] == "stopped" and status["app"]["exit_codes"] == [3]
     assert supervisor.exits("app")[0].restart_delay is None
+    ended = supervisor.ended()
+    assert ended is not None and ended["app"].code == 3 and ended["app"].last_line == "run"
     flag.touch()
     supervisor.restart("app")
-    assert supervisor.status()["app"]["state"] == "running"
+    assert supervisor.status()["app"]["state"] == "running" and supervisor.ended() is None
     wait_until(lambda: read_rotated(tmp_path / "log").count("run") == 2)
 
 
