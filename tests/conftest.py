@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -56,6 +57,44 @@ def test_user() -> pwd.struct_passwd:
         return pwd.getpwnam(name)
     except KeyError:
         pytest.skip(f"no account {name!r} to switch to (scripts/test creates it)")
+
+
+# --- devices left on -------------------------------------------------------------------------------------
+
+SANDBOX_PROCESSES = ("bwrap", "slirp4netns")
+
+
+def _sandbox_children() -> set[str]:
+    """This process's children that are sandboxes or their network stacks (not zombies), as ``"pid name"``.
+
+    A device booted in this process (``Appliance``, the device API's manager) starts them; shut down, it has
+    ended and reaped every one.
+    """
+    found = set()
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.find("(") + 1 : stat.rfind(")")]
+            state, parent = stat[stat.rfind(")") + 2 :].split()[:2]
+            if name in SANDBOX_PROCESSES and state != "Z" and int(parent) == os.getpid():
+                found.add(f"{entry.name} {name}")
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_device_left_on() -> Iterator[None]:
+    """Fail a module whose tests or fixtures leave a device on once the module's fixtures are torn down
+    (a device kept by a session fixture would run, and hold its cgroup, until the whole run ends)."""
+    before = _sandbox_children()
+    yield
+    left = _sandbox_children() - before
+    if left:
+        pytest.fail(f"this module left a device on: {', '.join(sorted(left))} still run", pytrace=False)
 
 
 # --- built sample assets, shared by the appliance and end-to-end tests ------------------------------------

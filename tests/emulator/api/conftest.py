@@ -55,20 +55,23 @@ def fake_client(fake_server: BackgroundServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def device_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def device_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The state directory of the real device the API tests share (root filesystems unpacked once)."""
-    return tmp_path_factory.mktemp("api-device")
+    path = tmp_path_factory.mktemp("api-device")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_manager(device_state_dir: Path) -> Iterator[ApplianceManager]:
-    """A device manager over real appliances (nothing deployed at first)."""
+    """A device manager over real appliances (nothing deployed at first), closed (its device off) at the
+    end of the module."""
     manager = ApplianceManager(ApplianceOptions(device="api", state_dir=device_state_dir, mode="realtime"))
     yield manager
     manager.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_server(real_manager: ApplianceManager) -> Iterator[BackgroundServer]:
     """The device API over ``real_manager``, on a free loopback port."""
     with BackgroundServer(real_manager) as server:
