@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +34,12 @@ def console_server(
     people_counter_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BackgroundServer]:
     """The device API and console, with a token, over people-counter on a real device."""
-    manager = ApplianceManager(
-        ApplianceOptions(device="console", state_dir=tmp_path_factory.mktemp("console-state"))
-    )
+    state_dir = tmp_path_factory.mktemp("console-state")
+    manager = ApplianceManager(ApplianceOptions(device="console", state_dir=state_dir))
     manager.deploy_project(people_counter_project)
     with BackgroundServer(manager, token=TOKEN, close_on_exit=True) as server:
         yield server
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def aws_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def panorama_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def panorama_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The real panorama-cli from PyPI, in a venv of its own."""
     home = tmp_path_factory.mktemp("panoramacli-venv")
     venv.create(home, with_pip=True)
@@ -56,7 +56,8 @@ def panorama_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     if installed.returncode != 0:
         pytest.skip(f"panoramacli could not be installed from PyPI: {installed.stderr.strip()[-300:]}")
-    return home / "bin" / "panorama-cli"
+    yield home / "bin" / "panorama-cli"
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _run(command: list[str], cwd: Path, aws_bin: Path, **env: str) -> subprocess.CompletedProcess[str]:

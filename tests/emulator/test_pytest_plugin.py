@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,11 @@ def copy_project(source: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plugin_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plugin_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One device state folder for the pytest runs below, so root filesystems are unpacked once."""
-    return tmp_path_factory.mktemp("plugin-state")
+    path = tmp_path_factory.mktemp("plugin-state")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

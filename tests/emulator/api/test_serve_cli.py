@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def served(boot_counter_project: Path, tmp_path_factory: pytest.TempPathFactory)
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def test_served_api_needs_the_token(served: tuple[str, int]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,8 +282,10 @@ def test_echo_gets_partial_last_lines_and_long_lines(tmp_path: Path, supervisors
 
 
 @pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_host_rootfs(tmp_path_factory.mktemp("supervised") / "rootfs")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("supervised")
+    yield make_host_rootfs(base / "rootfs")
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def sandboxed(rootfs: Path, tmp_path: Path, code: str) -> Callable[[], object]:
