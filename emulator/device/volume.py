@@ -9,7 +9,8 @@ and nothing else on the host fills. Shutdown and power cut mirror the volume bac
 unmount it (``fuse2fs`` exits) and delete the image.
 
 While ``apps/<app>/storage.img`` exists the volume holds the newest storage: an emulator killed outright
-leaves it behind, and the next boot first mirrors it into the directory (:func:`recover_volume`).
+leaves it behind (its ``fuse2fs`` writes what it holds and ends with it), and the next boot first mirrors
+it into the directory (:func:`recover_volume`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ MiB = 1024 * 1024
 _TOOLS = ("mke2fs", "fuse2fs", "fusermount3")
 _MOUNT_TRIES = 500
 _LOST_FOUND = "lost+found"
+# fuse2fs in the foreground, so that the unmount waits for its last write; a watcher ends it (SIGTERM: it
+# writes what it holds and unmounts) when the pipe from the emulator closes, however the emulator ends.
+_MOUNTER = (
+    'exec 3<&0; fuse2fs -f "$1" "$2" -o fsname=panorama-storage & f=$!; '
+    '(read -r _ <&3; kill "$f" 2>/dev/null) & wait "$f"'
+)
 
 
 def volume_support() -> str | None:
@@ -176,19 +183,27 @@ class StorageVolume:
                     f"{self.quota_mib} MiB: raise the storage limit or remove files from it"
                 )
             raise DeviceError(f"{self.image}: cannot make the app's storage filesystem: {detail}")
-        self._mount()
+        try:
+            self._mount()
+        except DeviceError:
+            self.image.unlink(missing_ok=True)  # made from the directory just now, which holds it all
+            raise
         with contextlib.suppress(OSError):
             (self.mountpoint / _LOST_FOUND).rmdir()
         self.path = self.mountpoint
         return self.mountpoint
 
     def _mount(self) -> None:
+        """Mount the image (it stays whatever happens).
+
+        Raises:
+            DeviceError: ``fuse2fs`` did not mount it.
+        """
         self.mountpoint.mkdir(exist_ok=True)
         with tempfile.TemporaryFile() as errors:
-            # Foreground, so that the process is this one's child and close() can wait for its last write.
             self._process = process = subprocess.Popen(
-                ["fuse2fs", "-f", str(self.image), str(self.mountpoint), "-o", "fsname=panorama-storage"],
-                stdin=subprocess.DEVNULL,
+                ["sh", "-c", _MOUNTER, "mount", str(self.image), str(self.mountpoint)],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
@@ -201,13 +216,14 @@ class StorageVolume:
             self._stop()
             errors.seek(0)
             detail = errors.read().decode(errors="replace").strip().splitlines() or ["it did not mount"]
-        self.image.unlink(missing_ok=True)
         raise DeviceError(f"{self.mountpoint}: cannot mount the app's storage filesystem: {detail[-1]}")
 
     def _stop(self) -> None:
         unmount_volume(self.mountpoint)
         process, self._process = self._process, None
         if process is not None:
+            assert process.stdin is not None
+            process.stdin.close()
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
@@ -239,6 +255,20 @@ class StorageVolume:
             self.mountpoint.rmdir()
 
 
+def _wait_unused(image: Path) -> None:
+    """Wait (up to 10 s) for any ``fuse2fs`` still serving ``image`` to end."""
+    needle = os.fsencode(image)
+    for _ in range(1000):
+        serving = False
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+                serving = serving or (bool(argv) and argv[0].endswith(b"fuse2fs") and needle in argv)
+        if not serving:
+            return
+        time.sleep(0.01)
+
+
 def recover_volume(storage_dir: Path) -> bool:
     """Bring back into ``storage_dir`` the storage a volume still holds because the emulator that mounted it
     ended without closing it (killed outright).
@@ -260,7 +290,8 @@ def recover_volume(storage_dir: Path) -> bool:
             volume.image.unlink()
             return True
         except OSError:
-            unmount_volume(volume.mountpoint)  # its fuse2fs died: mount the image again
+            unmount_volume(volume.mountpoint)  # its fuse2fs died or is ending: mount the image again
+    _wait_unused(volume.image)
     subprocess.run(["e2fsck", "-p", str(volume.image)], capture_output=True, check=False)
     volume._mount()
     volume.close()

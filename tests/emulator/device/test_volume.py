@@ -29,15 +29,7 @@ def _mounts() -> str:
 
 
 def _fuse2fs_children() -> list[int]:
-    found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                if Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].endswith(b"fuse2fs"):
-                    found.append(int(child))
-            except OSError:
-                continue
-    return found
+    return _fuse2fs_of(os.getpid())
 
 
 @pytest.fixture
@@ -149,7 +141,7 @@ time.sleep(600)
 """
 
 
-@pytest.mark.parametrize("fuse2fs", ["alive", "killed"])
+@pytest.mark.parametrize("fuse2fs", ["ends with it", "crashed first"])
 def test_the_next_boot_recovers_what_a_killed_emulator_left_in_its_volume(
     tmp_path: Path, supported: None, fuse2fs: str
 ) -> None:
@@ -159,20 +151,34 @@ def test_the_next_boot_recovers_what_a_killed_emulator_left_in_its_volume(
         [sys.executable, "-c", HOLDER, str(REPO), str(storage)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
-    mounter = [int(pid) for pid in Path(f"/proc/{holder.pid}/task/{holder.pid}/children").read_text().split()]
+    mounter = _fuse2fs_of(holder.pid)
+    assert len(mounter) == 1
+    if fuse2fs == "crashed first":
+        os.kill(mounter[0], signal.SIGKILL)
     holder.kill()
     holder.wait()
-    if fuse2fs == "killed":
-        for pid in mounter:
-            os.kill(pid, signal.SIGKILL)
+    # Its fuse2fs does not outlive it: it unmounts and ends.
+    wait_for(lambda: _ended(mounter[0]), what=f"fuse2fs {mounter[0]} to end")
+    wait_for(lambda: str(tmp_path / "storage.volume") not in _mounts() or fuse2fs == "crashed first")
     assert not (storage / "late.txt").exists()
     assert recover_volume(storage)
     assert (storage / "late.txt").read_text() == "written after the last shutdown"
     assert not (tmp_path / "storage.img").exists()
     assert str(tmp_path / "storage.volume") not in _mounts()
-    for pid in mounter:
-        wait_for(lambda pid=pid: _ended(pid), what=f"fuse2fs {pid} to end")
     assert not recover_volume(storage)
+
+
+def _fuse2fs_of(pid: int) -> list[int]:
+    """The fuse2fs processes among the descendants of ``pid``."""
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            for child in map(int, (task / "children").read_text().split()):
+                pending.append(child)
+                if Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].endswith(b"fuse2fs"):
+                    found.append(child)
+    return found
 
 
 def _ended(pid: int) -> bool:
