@@ -458,9 +458,8 @@ class Appliance:
             self._check_boot(boot)
             ended = boot.supervisor.ended()
             if ended is not None and not boot.runtime.wait_for_outputs(n, 0.1):  # the last may be on its way
-                node, record = max(ended.items(), key=lambda item: item[1].at)  # the last one to end
                 before = f"frame {boot.runtime.frames_out + 1} and is not restarted"
-                self.app_ended = f"node {node}: {exit_line(self.store, self.app, node, record, before)}"
+                self.app_ended = f"node {ended[0]}: {exit_line(self.store, self.app, *ended, before)}"
                 return False
             if deadline is not None and time.monotonic() >= deadline:
                 return False

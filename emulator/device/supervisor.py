@@ -364,24 +364,24 @@ class Supervisor:
                         return name, record
         return None
 
-    def ended(self) -> dict[str, ExitRecord] | None:
-        """How each node ended, once every node has ended on its own and none will start again by itself.
+    def ended(self) -> tuple[str, ExitRecord] | None:
+        """Once every node has ended on its own and none will start again by itself: the last one to end.
 
         Returns:
-            ``{node: its last exit}``; None while a node runs, waits to restart, is being restarted, or when
+            ``(node, its exit)``; None while a node runs, waits to restart, is being restarted, or when
             ``restart_on_exit`` is on (an ended node then always starts again).
         """
         with self._cond:
             if self.restart_on_exit or self._restarts or not self._nodes:
                 return None
-            last: dict[str, ExitRecord] = {}
+            last: list[tuple[str, ExitRecord]] = []
             for name, node in self._nodes.items():
                 if node.state != "stopped" or node.process is not None or not node.exits:
                     return None
                 if node.exits[-1].expected:
                     return None
-                last[name] = node.exits[-1]
-            return last
+                last.append((name, node.exits[-1]))
+            return max(last, key=lambda item: item[1].at)
 
     # --- the supervisor thread ------------------------------------------------------------------------------
 

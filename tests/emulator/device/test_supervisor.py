@@ -390,7 +390,7 @@ def test_without_restart_on_exit_a_crashed_node_waits_for_restart(
     assert status["app"]["state"] == "stopped" and status["app"]["exit_codes"] == [3]
     assert supervisor.exits("app")[0].restart_delay is None
     ended = supervisor.ended()
-    assert ended is not None and ended["app"].code == 3 and ended["app"].last_line == "run"
+    assert ended is not None and ended[0] == "app" and (ended[1].code, ended[1].last_line) == (3, "run")
     flag.touch()
     supervisor.restart("app")
     assert supervisor.status()["app"]["state"] == "running" and supervisor.ended() is None
