@@ -24,10 +24,11 @@ from pathlib import Path
 import pytest
 from _appliance_helpers import NodeSpec, build_test_apps, make_project, public_tmp_dir, report, wait_for
 
-from emulator import Appliance
+from emulator import Appliance, ApplianceOptions
 from emulator.device.supervisor import Backoff
 from emulator.errors import DeviceError, ProjectError, SandboxError
 from emulator.pytest_plugin import PanoramaApp, PanoramaTimeout
+from emulator.run import run_application
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
@@ -441,6 +442,9 @@ def test_an_app_that_exits_0_before_its_first_frame_ends_the_wait_when_not_resta
         with pytest.raises(PanoramaTimeout, match="received 0 of 2 frames: node quitter: the app exited"):
             PanoramaApp(device).run_frames(2)
         assert device.status().nodes["quitter"].exit_codes == (0,)
+    options = ApplianceOptions(device=DEVICE, state_dir=state_dir, quiet=True, restart_on_exit=False)
+    with pytest.raises(DeviceError, match="before frame 1 and is not restarted: quitter: nothing to do"):
+        run_application(root, options, frames=1)
     # Restarted (the device's default): it is waited for, as it may yet show frames.
     with appliance(root, state_dir) as device:
         assert not device.wait_for_frames(1, timeout=2)
@@ -484,7 +488,7 @@ def test_an_entry_program_missing_from_the_rootfs_is_named(project: MakeProject,
 
 UNPRIVILEGED_SCRIPT = """
 import json, re, sys, time
-from emulator import Appliance
+from emulator import Appliance, ApplianceOptions
 
 project, apps, state = sys.argv[1], sys.argv[2], sys.argv[3]
 out = {}
