@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -267,8 +268,10 @@ def test_entry_python3_8_resolves_through_the_stand_ins_links(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_host_rootfs(tmp_path_factory.mktemp("sandbox") / "rootfs")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("sandbox")
+    yield make_host_rootfs(base / "rootfs")
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
