@@ -115,16 +115,18 @@ def shell_command(node: str, command: tuple[str, ...], device: str, state_dir: s
     """Open a shell (or run COMMAND) in a node of a running `serve` or `dev`, as `docker run -it` did.
 
     The shell gets the node's root filesystem (read-only, with dev's overlay of the sources), its storage,
-    logs and SDK mounts, environment and hostname, in a sandbox of its own (its own processes and empty
-    temporary paths). Found through the device's state directory, so give the --device and --state-dir the
-    server runs with. Options go before NODE: everything after NODE is the command. The exit status is
-    COMMAND's.
+    logs and SDK mounts, environment and hostname, and the network of the running app (its loopback, its
+    ports), in a sandbox of its own (its own processes and empty temporary paths). Found through the
+    device's state directory, so give the --device and --state-dir the server runs with. Options go before
+    NODE: everything after NODE is the command. The exit status is COMMAND's.
     """
     from pathlib import Path
 
     from emulator.shell import shell_command as make_shell
 
     made = make_shell(node, command, device=device, state_dir=Path(state_dir) if state_dir else None)
+    if made.note:
+        err_console.print(f"shell: {made.note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -132,7 +134,7 @@ def shell_command(node: str, command: tuple[str, ...], device: str, state_dir: s
     except OSError as error:
         from emulator.errors import SandboxError
 
-        raise SandboxError(f"cannot run bubblewrap ({made.argv[0]}): {error.strerror}") from None
+        raise SandboxError(f"cannot run {made.argv[0]}: {error.strerror}") from None
 
 
 def register(group: click.Group) -> None:
