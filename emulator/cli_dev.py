@@ -11,7 +11,15 @@ import sys
 
 import click
 
-from emulator.cli import _camera_specs, err_console, listen_options, reports_errors, serve_mode_options
+from emulator.cli import (
+    _camera_specs,
+    err_console,
+    hdmi_out_options,
+    listen_options,
+    network_option,
+    reports_errors,
+    serve_mode_options,
+)
 
 __all__ = ["dev_command", "register", "shell_command"]
 
@@ -31,6 +39,8 @@ __all__ = ["dev_command", "register", "shell_command"]
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @listen_options
 @serve_mode_options
+@network_option
+@hdmi_out_options
 @reports_errors
 def dev_command(
     project_dir: str,
@@ -44,6 +54,9 @@ def dev_command(
     token: str | None,
     mode: str,
     aws: str,
+    network: str,
+    hdmi_out: str | None,
+    hdmi_every: int | None,
 ) -> None:
     """Run the app for development: boot it, serve the console and API as `serve`, restart on save.
 
@@ -70,6 +83,9 @@ def dev_command(
         cameras=_camera_specs(camera),
         mode=mode,
         aws=aws,
+        network=network,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_every=hdmi_every,
         quiet=True,
     )
     session = DevSession(
