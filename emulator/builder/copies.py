@@ -127,11 +127,11 @@ def _matches(package_dir: Path, pattern: str, context: BuildContext) -> list[Pur
     if cleaned.startswith("..") or "$" in cleaned:
         return []
     if not any(char in cleaned for char in "*?["):
-        path = PurePosixPath(cleaned)
-        return [path] if (package_dir / cleaned).exists() and context.holds(path) else []
+        named = PurePosixPath(cleaned)
+        return [named] if (package_dir / cleaned).exists() and context.holds(named) else []
     found = []
-    for found in sorted(package_dir.rglob("*")):
-        relative = PurePosixPath(found.relative_to(package_dir).as_posix())
+    for path in sorted(package_dir.rglob("*")):
+        relative = PurePosixPath(path.relative_to(package_dir).as_posix())
         if fnmatch.fnmatchcase(str(relative), cleaned) and context.holds(relative):
             found.append(relative)
     return found
