@@ -287,6 +287,13 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     metavar="N",
     help="Processes and threads of each app at once; 0 for no limit. [default: 512]",
 )
+@click.option(
+    "--storage-limit",
+    type=click.IntRange(min=0),
+    metavar="MIB",
+    help="Size of each app's storage in MiB (past it writes fail with ENOSPC); 0 for no limit. "
+    "[default: 10240]",
+)
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -308,6 +315,7 @@ def run_command(
     quiet_timeout: float,
     memory_limit: int | None,
     pids_limit: int | None,
+    storage_limit: int | None,
     build: bool,
 ) -> None:
     """Power the appliance on, run the application, and shut down.
@@ -320,7 +328,7 @@ def run_command(
     import signal
     from pathlib import Path
 
-    from emulator.device.limits import DEFAULT_MEMORY_MIB, DEFAULT_PIDS, Limits
+    from emulator.device.limits import DEFAULT_MEMORY_MIB, DEFAULT_PIDS, DEFAULT_STORAGE_MIB, Limits
     from emulator.device.options import ApplianceOptions
     from emulator.run import default_mode, run_application
 
@@ -342,6 +350,7 @@ def run_command(
         limits=Limits(
             memory_mib=DEFAULT_MEMORY_MIB if memory_limit is None else memory_limit,
             pids=DEFAULT_PIDS if pids_limit is None else pids_limit,
+            storage_mib=DEFAULT_STORAGE_MIB if storage_limit is None else storage_limit,
         ),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)

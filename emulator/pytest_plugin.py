@@ -131,6 +131,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("panorama_timeout", "default wait in seconds", default="120")
     parser.addini("panorama_memory_limit", "memory of each app in MiB (0: no limit)", default="")
     parser.addini("panorama_pids_limit", "processes and threads of each app (0: no limit)", default="")
+    parser.addini("panorama_storage_limit", "size of each app's storage in MiB (0: no limit)", default="")
     parser.addini("panorama_aws", "none, host or local: what the app's AWS SDK meets", default="none")
 
 
@@ -261,7 +262,7 @@ def panorama_options(
     request: pytest.FixtureRequest,
 ) -> ApplianceOptions:
     """The ``emulator.ApplianceOptions`` the app boots with, made of the knobs above and the ini file's
-    ``panorama_memory_limit`` and ``panorama_pids_limit`` (app output quiet)."""
+    ``panorama_memory_limit``, ``panorama_pids_limit`` and ``panorama_storage_limit`` (app output quiet)."""
     from emulator.device.limits import Limits
     from emulator.device.options import ApplianceOptions
     from emulator.errors import EmulatorError
@@ -271,7 +272,11 @@ def panorama_options(
         limits = Limits(
             **{
                 field: int(value)
-                for field, name in (("memory_mib", "panorama_memory_limit"), ("pids", "panorama_pids_limit"))
+                for field, name in (
+                    ("memory_mib", "panorama_memory_limit"),
+                    ("pids", "panorama_pids_limit"),
+                    ("storage_mib", "panorama_storage_limit"),
+                )
                 if (value := str(config.getini(name)).strip())
             }
         )

@@ -28,6 +28,7 @@ MISSING_PREREQUISITE = (
     "could not import 'onnx",
     "the host has no CA bundle",
     "no Python 3.",
+    "no storage filesystem here",
 )
 
 

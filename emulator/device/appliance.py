@@ -47,6 +47,7 @@ from emulator.device.sandbox import BwrapLauncher, ProcessLauncher, check_user_n
 from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, node_service
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Supervisor, read_rotated
+from emulator.device.volume import StorageVolume
 from emulator.errors import DeviceError, EmulatorError
 from emulator.plan import AppPlan, CodeNodePlan, plan_application
 from emulator.project import Project
@@ -69,6 +70,7 @@ class _Boot:
     runtime: BootRuntime
     forwarders: list[PortForwarder]
     routes: list[Route]
+    volume: StorageVolume
     aws: AwsEndpoint | None = None
 
 
@@ -183,8 +185,10 @@ class Appliance:
 
     @property
     def storage_path(self) -> Path:
-        """Host directory of the app's storage (``/opt/aws/panorama/storage`` inside)."""
-        return self.store.storage_dir(self.app)
+        """Host directory of the app's storage (``/opt/aws/panorama/storage`` inside): while the device is on
+        with a storage quota, the mount of its sized filesystem (``emulator.device.volume``)."""
+        boot = self._boot
+        return boot.volume.path if boot is not None else self.store.storage_dir(self.app)
 
     def logs_path(self, node: str) -> Path:
         """Host directory of a code node's logs (``/opt/aws/panorama/logs`` inside, plus ``console_output``).
@@ -303,10 +307,13 @@ class Appliance:
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
-            place = BootPlace.prepare(self.store, self.app, self.options, run_dir, unprivileged)
             with contextlib.ExitStack() as undo:
                 if aws is not None:
                     undo.callback(aws.close)
+                volume = StorageVolume(self.store.storage_dir(self.app), self.options.limits.storage_mib)
+                storage = volume.open()
+                undo.callback(volume.close)
+                place = BootPlace.prepare(self.store, self.app, self.options, run_dir, unprivileged, storage)
                 runtime = start_runtime(
                     self.plan,
                     run_dir,
@@ -337,7 +344,7 @@ class Appliance:
                     process_of=supervisor.process,
                 )
                 undo.pop_all()  # booted: shutdown and power_cut stop it from now on
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, aws)
+            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, volume, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -408,6 +415,7 @@ class Appliance:
             boot.aws.close()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
+        boot.volume.close()
 
     # --- waiting -----------------------------------------------------------------------------------------
 
@@ -549,11 +557,8 @@ class Appliance:
     def metrics(self) -> BootFigures:
         """The figures of the current (or last) boot: per code node, camera and model node, and the HDMI."""
         boot = self._boot or self._last
-        hdmi = (
-            HdmiFigures.from_json(self._hdmi.metrics())
-            if self.plan.sinks and self._hdmi is not None
-            else None
-        )
+        sink = self._hdmi if self.plan.sinks else None
+        hdmi = HdmiFigures.from_json(sink.metrics()) if sink is not None else None
         figures = BootFigures(boots=self.boots, uptime_s=round(self.uptime, 3), mode=self.mode, hdmi=hdmi)
         if boot is None:
             nodes = {plan.name: NodeFigures() for plan in self.plan.code_nodes}

@@ -1,4 +1,5 @@
-"""Per-app resource limits: memory and processes, in a control group of the app's own.
+"""Per-app resource limits: memory and processes in a control group of the app's own, storage in a
+filesystem of its size (``emulator.device.volume``).
 
 A device had a fixed memory and an app could not starve the device's own services. Each sandbox instance
 gets a cgroup of its own, made under the emulator's own cgroup, before the app starts: its memory is capped
@@ -26,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulator.device.volume import volume_support
 from emulator.errors import DeviceError
 
 __all__ = [
     "DEFAULT_MEMORY_MIB",
     "DEFAULT_PIDS",
+    "DEFAULT_STORAGE_MIB",
     "AppCgroup",
     "Limits",
     "MemoryWatch",
@@ -42,6 +45,7 @@ __all__ = [
 
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_PIDS = 512
+DEFAULT_STORAGE_MIB = 10240
 MiB = 1024 * 1024
 _ROOT = Path("/sys/fs/cgroup")
 _counter = itertools.count(1)
@@ -54,6 +58,8 @@ class Limits:
     Args:
         memory_mib: memory (resident, page cache included) in MiB.
         pids: processes and threads at once.
+        storage_mib: size of the filesystem that holds the app's storage while the device is on
+            (``emulator.device.volume``).
 
     Raises:
         DeviceError: a negative limit.
@@ -61,9 +67,10 @@ class Limits:
 
     memory_mib: int = DEFAULT_MEMORY_MIB
     pids: int = DEFAULT_PIDS
+    storage_mib: int = DEFAULT_STORAGE_MIB
 
     def __post_init__(self) -> None:
-        for name in ("memory_mib", "pids"):
+        for name in ("memory_mib", "pids", "storage_mib"):
             if getattr(self, name) < 0:
                 raise DeviceError(f"{name} must be 0 (no limit) or more, not {getattr(self, name)}")
 
@@ -146,6 +153,12 @@ def limits_in_force(limits: Limits) -> str:
             parts.append(f"{name} {value} (RLIMIT_NPROC over the user's processes: no writable cgroup here)")
         else:
             parts.append(f"{name} {value}{unit} (sampled every 0.1 s: no writable cgroup here)")
+    if limits.storage_mib == 0:
+        parts.append("storage unlimited")
+    elif (missing := volume_support()) is None:
+        parts.append(f"storage {limits.storage_mib} MiB (a filesystem of that size)")
+    else:
+        parts.append(f"storage unlimited ({missing})")
     return "app limits: " + ", ".join(parts)
 
 

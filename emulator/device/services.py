@@ -139,6 +139,8 @@ class BootPlace:
         etc: ``/etc`` files of the device, by path inside.
         unprivileged: the emulator is not root (sandboxes get a user namespace).
         limits: memory and process limits of each app.
+        storage_dir: the host directory bound at ``/opt/aws/panorama/storage`` (the app's storage
+            volume while a quota is in force, else its storage directory).
     """
 
     app: str
@@ -149,17 +151,25 @@ class BootPlace:
     etc: Mapping[str, Path]
     unprivileged: bool
     limits: Limits
+    storage_dir: Path
 
     @classmethod
     def prepare(
-        cls, store: DeviceStore, app: str, options: ApplianceOptions, run_dir: Path, unprivileged: bool
+        cls,
+        store: DeviceStore,
+        app: str,
+        options: ApplianceOptions,
+        run_dir: Path,
+        unprivileged: bool,
+        storage_dir: Path,
     ) -> BootPlace:
         """The place of a boot about to start: the device's ``/etc`` files written for it (with the network
         stack's resolver when the app has a network of its own)."""
         etc = etc_files(store.root, options.device)
         if options.network == "app":
             etc = app_resolver(etc, store.root / "etc")
-        return cls(app, options.device, options.network, store, run_dir, etc, unprivileged, options.limits)
+        network, limits = options.network, options.limits
+        return cls(app, options.device, network, store, run_dir, etc, unprivileged, limits, storage_dir)
 
 
 def node_service(
@@ -209,7 +219,7 @@ def node_service(
         command=command,
         env=env,
         hostname=place.device,
-        storage_dir=place.store.storage_dir(place.app),
+        storage_dir=place.storage_dir,
         logs_dir=logs_dir,
         sdk_dir=runtime.sdk_dir,
         run_dir=place.run_dir,

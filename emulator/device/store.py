@@ -5,6 +5,7 @@ Layout (one directory per device under the state directory)::
     devices/<device>/assets/<sha>.tar.gz, <sha>.json      verified copies
     devices/<device>/rootfs/<sha>/                        unpacked once, read-only at run time
     devices/<device>/apps/<app>/storage/                  /opt/aws/panorama/storage  (persistent)
+    devices/<device>/apps/<app>/storage.img, storage.volume/   its sized filesystem while on (a quota)
     devices/<device>/apps/<app>/logs/<node>/              /opt/aws/panorama/logs + console_output
     devices/<device>/run/                                 sockets, shared memory; removed at every boot
 
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emulator.device.rootfs import MOUNT_POINTS, UnpackLimits, is_unpacked, remove_tree, unpack_asset
+from emulator.device.volume import unmount_volume
 from emulator.errors import AssetError, DeviceError, ProjectError
 
 __all__ = ["DeviceStore", "default_state_dir", "sha256_file"]
@@ -328,6 +330,8 @@ class DeviceStore:
         Raises:
             DeviceError: something in it cannot be removed.
         """
+        for mountpoint in self.root.glob("apps/*/storage.volume"):
+            unmount_volume(mountpoint)  # left by a killed emulator: its files go, not through the mount
         remove_tree(self.root)
 
     @staticmethod

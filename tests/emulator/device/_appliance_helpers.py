@@ -13,11 +13,13 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 APPS_DIR = Path(__file__).resolve().parent / "appliance_apps"
 ACCOUNT = "123456789012"
@@ -30,6 +32,20 @@ def public_tmp_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+def result_as(user: str, argv: list[str], cwd: Path | None = None) -> Any:
+    """Run ``argv`` as ``user`` (``runuser``) and return the JSON of the ``RESULT `` line it prints.
+
+    Raises:
+        AssertionError: it exits non-zero (with its last output) or prints no single ``RESULT`` line.
+    """
+    result = subprocess.run(
+        ["runuser", "-u", user, "--", *argv], capture_output=True, text=True, check=False, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(line[len("RESULT ") :])
 
 
 def _write_json(path: Path, data: object) -> bytes:

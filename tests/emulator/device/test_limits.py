@@ -1,11 +1,11 @@
 """Per-app limits with real sandboxes: a fork loop stops at the process limit, an app that allocates past its
-memory limit is killed and restarted with the cause shown; the appliance answers status throughout, and
-nothing (cgroup, network stack, process) is left once it is off.
+memory limit is killed and restarted with the cause shown, an app that fills its storage gets ENOSPC; the
+appliance answers status throughout, and nothing (cgroup, network stack, mount, process) is left once it is
+off.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import re
@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _appliance_helpers import NodeSpec, build_test_apps, make_project, public_tmp_dir, wait_for
+from _appliance_helpers import NodeSpec, build_test_apps, make_project, public_tmp_dir, result_as, wait_for
 
 from emulator import Appliance
 from emulator.device.limits import Limits, cgroup_support, limits_in_force
 from emulator.device.supervisor import Backoff
+from emulator.device.volume import volume_support
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.docker, pytest.mark.slow]
 
@@ -81,7 +82,8 @@ class StatusProbe:
 
 
 def _held() -> dict[str, list[str]]:
-    """Cgroups this process made and sandboxes and network stacks it started that still exist."""
+    """Cgroups this process made and sandboxes, network stacks and storage filesystems it started that
+    still exist."""
     cgroups = sorted(
         str(path)
         for parent in set(cgroup_support().values())
@@ -95,7 +97,7 @@ def _held() -> dict[str, list[str]]:
                 command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].decode()
             except OSError:
                 continue
-            if command.endswith(("slirp4netns", "bwrap")):
+            if command.endswith(("slirp4netns", "bwrap", "fuse2fs")):
                 stacks.append(f"{child} {command}")
     return {"cgroups": cgroups, "processes": stacks}
 
@@ -221,6 +223,37 @@ def test_cgroups_of_an_emulator_killed_outright_go_at_the_next_boot(
             path.rmdir()
 
 
+def test_an_app_filling_its_storage_gets_enospc_and_keeps_what_it_wrote(
+    tmp_path: Path, test_apps_asset: Path
+) -> None:
+    if (reason := volume_support()) is not None:
+        pytest.skip(f"no storage filesystem here: {reason}")
+    filler = NodeSpec("filler", "hog.py", env={"HOG": "disk", "HOG_MIB": "256"})
+    root = make_project(tmp_path / "filler", "filler-app", test_apps_asset, [filler])
+    state = public_tmp_dir("pe-volume-state-")
+    try:
+        device = Appliance(root, device="quota", state_dir=state, quiet=True, limits=Limits(storage_mib=32))
+        with device, StatusProbe(device) as probe:
+            assert "storage 32 MiB (a filesystem of that size)" in device.limits_line
+            pattern = re.compile(r"^hog: disk wrote (\d+) then (\w+)", re.MULTILINE)
+            said = wait_for(lambda: pattern.search(device.logs("filler")), timeout=600, what="its report")
+            assert isinstance(said, re.Match)
+            written, reason = int(said.group(1)), said.group(2)
+            assert reason == "ENOSPC" and 16 << 20 < written < 32 << 20
+            assert device.storage_path.name == "storage.volume"
+            assert (device.storage_path / "fill.bin").stat().st_size == written
+        print(f"\nthe app wrote {written / (1 << 20):.1f} MiB into a 32 MiB quota, then ENOSPC; status "
+              f"answered {probe.answers} times, worst latency {probe.worst * 1000:.1f} ms")  # fmt: skip
+        assert probe.answers > 0
+        assert device.storage_path.name == "storage"
+        assert (device.storage_path / "fill.bin").stat().st_size == written
+        assert "panorama-storage" not in Path("/proc/self/mountinfo").read_text()
+        assert leftovers() == {"cgroups": [], "processes": []}
+        assert not any(device.storage_path.parent.glob("storage.*"))
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 # --- the stand-ins of an ordinary user without a writable cgroup -------------------------------------------
 
 UNPRIVILEGED_LIMITS = r"""
@@ -228,6 +261,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from emulator.device.limits import Limits, cgroup_support, limits_in_force
+from emulator.device.volume import volume_support
 from emulator.device.sandbox import DEFAULT_PATH, BwrapLauncher, SandboxSpec
 FORK = '''
 import os, time
@@ -268,13 +302,7 @@ def test_an_ordinary_user_gets_the_stand_in_limits(test_user: pwd.struct_passwd)
         script = base / "limits.py"
         script.write_text(UNPRIVILEGED_LIMITS)
         repo = Path(__file__).resolve().parents[3]
-        result = subprocess.run(
-            ["runuser", "-u", test_user.pw_name, "--", sys.executable, str(script), str(repo), str(rootfs)],
-            capture_output=True, text=True, check=False, cwd=base,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-        out = json.loads(line[len("RESULT ") :])
+        out = result_as(test_user.pw_name, [sys.executable, str(script), str(repo), str(rootfs)], cwd=base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"\n{out['line']}\nfork loop as {test_user.pw_name}: {out['fork']['said']}")

@@ -1,5 +1,6 @@
 """Takes more than its limits allow, bounded: HOG=memory allocates up to HOG_MIB MiB in 16 MiB steps,
-HOG=fork starts up to HOG_FORKS sleeping children and reports how many the kernel refused. Then idles."""
+HOG=fork starts up to HOG_FORKS sleeping children and reports how many the kernel refused, HOG=disk writes
+up to HOG_MIB MiB to storage in 1 MiB steps and reports how far it got and the error. Then idles."""
 
 import os
 import time
@@ -27,5 +28,18 @@ elif kind == "fork":
             os._exit(0)
         started += 1
     print(f"hog: forks started {started} refused {refused} {error}", flush=True)
+elif kind == "disk":
+    import errno
+
+    written = 0
+    reason = "none"
+    with open("/opt/aws/panorama/storage/fill.bin", "wb", buffering=0) as fill:
+        try:
+            for _ in range(int(os.environ.get("HOG_MIB", "4096"))):
+                written += fill.write(b"\x02" * (1 << 20))
+            os.fsync(fill.fileno())
+        except OSError as failure:
+            reason = errno.errorcode.get(failure.errno or 0, str(failure.errno))
+    print(f"hog: disk wrote {written} then {reason}", flush=True)
 while True:
     time.sleep(1)
