@@ -212,8 +212,13 @@ class DevCommand:
     readers: list[threading.Thread]
 
     def stop(self) -> None:
+        """Ctrl-C, as a developer stops it (the device powers off), then SIGKILL if it is still there."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=60)
         for reader in self.readers:
             reader.join(timeout=10)
@@ -314,9 +319,13 @@ def test_dev_takes_the_network_and_hdmi_flags_of_run(dev: Dev) -> None:
         .replace("\n\ndef main():\n", NETWORK_PROBE)
     )
     hdmi = base / "hdmi"
-    command = start_dev(
-        project, "dev-flags", base / "state", "--network", "none", "--hdmi-out", str(hdmi), "--every", "2"
-    )
+    try:
+        command = start_dev(
+            project, "dev-flags", base / "state", "--network", "none", "--hdmi-out", str(hdmi), "--every", "2"
+        )
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     try:
         wait_for(lambda: f"{NODE} | dev-app: v1 first frame" in command.out, "the first frame")
         # Network none: a loopback only, and no way out.
