@@ -193,6 +193,29 @@ def listen_options(func: F) -> F:
     )(func)
 
 
+def network_option(func: F) -> F:
+    """``--network app|host|none`` of a command that boots a device (``run``, ``serve``, ``dev``)."""
+    return click.option(
+        "--network",
+        type=click.Choice(["app", "host", "none"]),
+        default="app",
+        show_default=True,
+        help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
+    )(func)
+
+
+def hdmi_out_options(func: F) -> F:
+    """``--hdmi-out DIR`` and ``--every K`` (HDMI screens kept as PNG) of ``run``, ``serve`` and ``dev``."""
+    func = click.option(
+        "--every",
+        "hdmi_every",
+        type=click.IntRange(min=1),
+        metavar="K",
+        help="With --hdmi-out: also keep every K-th HDMI screen as hdmi-<n>.png.",
+    )(func)
+    return click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")(func)
+
+
 def serve_mode_options(func: F) -> F:
     """``--mode`` (realtime by default, as a device) and ``--aws`` of a command that keeps a device on."""
     func = aws_option(func)
@@ -239,23 +262,10 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
-@click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
-@click.option(
-    "--every",
-    "hdmi_every",
-    type=click.IntRange(min=1),
-    metavar="K",
-    help="With --hdmi-out: also keep every K-th HDMI screen as hdmi-<n>.png.",
-)
+@hdmi_out_options
 @click.option("--hdmi-record", metavar="FILE.mp4", help="Record the HDMI output to an MP4 file.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
-@click.option(
-    "--network",
-    type=click.Choice(["app", "host", "none"]),
-    default="app",
-    show_default=True,
-    help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
-)
+@network_option
 @aws_option
 @click.option(
     "--quiet-timeout",
@@ -440,6 +450,8 @@ def _echo_status(status: dict[str, Any]) -> None:
     help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
 )
 @serve_mode_options
+@network_option
+@hdmi_out_options
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),
@@ -458,6 +470,9 @@ def serve_command(
     camera: tuple[str, ...],
     mode: str,
     aws: str,
+    network: str,
+    hdmi_out: str | None,
+    hdmi_every: int | None,
     max_upload_mb: int,
 ) -> None:
     """Serve the device API and the web console for one emulated appliance.
@@ -480,6 +495,9 @@ def serve_command(
         cameras=_camera_specs(camera),
         mode=mode,
         aws=aws,
+        network=network,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_every=hdmi_every,
         quiet=True,
     )
     check_bind(host, token)

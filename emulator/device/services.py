@@ -19,7 +19,7 @@ from emulator.device.limits import Limits
 from emulator.device.netstack import app_resolver
 from emulator.device.network import routed_ports
 from emulator.device.options import ApplianceOptions
-from emulator.device.records import record_sandbox
+from emulator.device.records import record_sandbox, record_sandbox_start
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Service
@@ -173,7 +173,8 @@ def node_service(
 ) -> Service:
     """A code node as a supervised service: each start launches its sandbox afresh.
 
-    How the sandbox is made is recorded in the device's state directory (for ``shell``).
+    How the sandbox is made is recorded in the device's state directory (for ``shell``), and at each start
+    which sandbox runs now.
 
     Args:
         node: the code node.
@@ -223,9 +224,13 @@ def node_service(
 
     def launch() -> LaunchedProcess:
         try:
-            return launcher.launch(spec)
+            process = launcher.launch(spec)
         except EmulatorError as error:
             error.node = error.node or node.name
             raise
+        init_pid = getattr(process, "init_pid", None)
+        if isinstance(init_pid, int):
+            record_sandbox_start(place.store.root, node.name, init_pid)
+        return process
 
     return Service(node.name, launch, logs_dir / CONSOLE_OUTPUT)
