@@ -209,6 +209,7 @@ class StorageVolume:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=errors,
+                    start_new_session=True,  # a Ctrl-C or kill of the emulator's group is not its end
                 )
                 for _ in range(_MOUNT_TRIES):
                     if _mounted(self.storage_dir):
