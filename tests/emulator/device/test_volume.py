@@ -28,8 +28,16 @@ def _mounts() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
 
-def _fuse2fs_children() -> list[int]:
-    return _fuse2fs_of(os.getpid())
+def _serving(image: Path) -> list[int]:
+    """The fuse2fs processes of this test process that serve ``image`` (other tests' devices may be on)."""
+    return [pid for pid in _fuse2fs_of(os.getpid()) if os.fsencode(image) in _argv(pid)]
+
+
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return [b""]
 
 
 @pytest.fixture
@@ -114,7 +122,7 @@ def test_writes_past_the_quota_get_enospc_and_what_fit_comes_back(tmp_path: Path
     assert (storage / "fill.bin").stat().st_size == written
     assert json.loads((storage / "kept.json").read_text()) == {"boots": 3}
     assert not volume.mounted and not volume.image.exists()
-    assert f" {storage} " not in _mounts() and _fuse2fs_children() == []
+    assert f" {storage} " not in _mounts() and _serving(volume.image) == []
 
 
 def test_storage_larger_than_the_quota_is_refused_and_left_alone(tmp_path: Path, supported: None) -> None:
@@ -124,7 +132,7 @@ def test_storage_larger_than_the_quota_is_refused_and_left_alone(tmp_path: Path,
     with pytest.raises(DeviceError, match=r"storage holds more than its quota of 8 MiB"):
         StorageVolume(storage, 8).open()
     assert (storage / "big.bin").stat().st_size == 20 << 20
-    assert not (tmp_path / "storage.img").exists() and _fuse2fs_children() == []
+    assert not (tmp_path / "storage.img").exists() and _serving(tmp_path / "storage.img") == []
 
 
 HOLDER = r"""
@@ -173,11 +181,16 @@ def _fuse2fs_of(pid: int) -> list[int]:
     found, pending = [], [pid]
     while pending:
         parent = pending.pop()
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            for child in map(int, (task / "children").read_text().split()):
-                pending.append(child)
-                if Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].endswith(b"fuse2fs"):
-                    found.append(child)
+        try:
+            children = [
+                int(c)
+                for t in Path(f"/proc/{parent}/task").iterdir()
+                for c in (t / "children").read_text().split()
+            ]
+        except OSError:  # it ended meanwhile
+            continue
+        pending += children
+        found += [child for child in children if _argv(child)[0].endswith(b"fuse2fs")]
     return found
 
 
