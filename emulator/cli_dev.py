@@ -11,13 +11,12 @@ import sys
 
 import click
 
-from emulator.cli import (
-    _camera_specs,
-    err_console,
+from emulator.cli import err_console, reports_errors
+from emulator.cli_options import (
+    camera_specs,
     hdmi_out_options,
     listen_options,
     network_option,
-    reports_errors,
     serve_mode_options,
 )
 
@@ -80,7 +79,7 @@ def dev_command(
         state_dir=Path(state_dir) if state_dir else None,
         graph=Path(graph) if graph else None,
         override=Path(override) if override else None,
-        cameras=_camera_specs(camera),
+        cameras=camera_specs(camera),
         mode=mode,
         aws=aws,
         network=network,
