@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 
+from emulator.cli_options import (
+    F,
+    aws_option,
+    camera_specs,
+    hdmi_out_options,
+    limit_options,
+    limits_of,
+    listen_options,
+    network_option,
+    serve_mode_options,
+)
 from emulator.errors import EmulatorError
 
 __all__ = ["main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -164,57 +172,6 @@ def export_container_command(
     click.echo(f"{BUILT_MESSAGE} {built.asset_path}")
 
 
-aws_option = click.option(
-    "--aws",
-    type=click.Choice(["none", "host", "local"]),
-    default="none",
-    show_default=True,
-    help="What the app's AWS SDK meets: no credentials, your credentials (a device's runtime role), "
-    "or CloudWatch metrics kept here and nothing sent to AWS.",
-)
-"""``--aws none|host|local`` of ``run``, ``serve`` and ``dev`` (see ``emulator.device.aws``)."""
-
-
-def listen_options(func: F) -> F:
-    """``--host``, ``--port`` and ``--token`` of a command that serves the device API (``serve``, ``dev``)."""
-    func = click.option(
-        "--token",
-        envvar="PANORAMA_EMULATOR_TOKEN",
-        help="Require 'Authorization: Bearer TOKEN' on every request (env PANORAMA_EMULATOR_TOKEN).",
-    )(func)
-    func = click.option(
-        "--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
-    )(func)
-    return click.option(
-        "--host",
-        default="127.0.0.1",
-        show_default=True,
-        help="Address to listen on; any other than loopback needs --token.",
-    )(func)
-
-
-def serve_mode_options(func: F) -> F:
-    """``--mode`` (realtime by default, as a device) and ``--aws`` of a command that keeps a device on."""
-    func = aws_option(func)
-    return click.option(
-        "--mode",
-        type=click.Choice(["lockstep", "realtime"]),
-        default="realtime",
-        show_default=True,
-        help="Cameras run at their fps (realtime) or wait for the app (lockstep).",
-    )(func)
-
-
-def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
-    cameras: dict[str, str] = {}
-    for value in values:
-        node, sep, source = value.partition("=")
-        if not sep or not node or not source:
-            raise click.BadParameter(f"expected NODE=SOURCE, found {value!r}", param_hint="--camera")
-        cameras[node] = source
-    return cameras
-
-
 @main.command("run")
 @click.option("--project", "project_dir", default=".", show_default=True, help="The project folder.")
 @click.option("--graph", help="The graph file (default: the project's only graphs/*/graph.json).")
@@ -239,23 +196,10 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--device", default="default", show_default=True, help="The device name.")
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
-@click.option("--hdmi-out", help="A folder where the HDMI output's last.png is kept.")
-@click.option(
-    "--every",
-    "hdmi_every",
-    type=click.IntRange(min=1),
-    metavar="K",
-    help="With --hdmi-out: also keep every K-th HDMI screen as hdmi-<n>.png.",
-)
+@hdmi_out_options
 @click.option("--hdmi-record", metavar="FILE.mp4", help="Record the HDMI output to an MP4 file.")
 @click.option("--summary-json", help="Write the run's figures to this file.")
-@click.option(
-    "--network",
-    type=click.Choice(["app", "host", "none"]),
-    default="app",
-    show_default=True,
-    help="Each app in a network of its own with a way out (as on a device), the host's network, or none.",
-)
+@network_option
 @aws_option
 @click.option(
     "--quiet-timeout",
@@ -264,26 +208,7 @@ def _camera_specs(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Lockstep: most SECONDS to wait after frame N for every app to ask for its next frame.",
 )
-@click.option(
-    "--memory-limit",
-    type=click.IntRange(min=0),
-    metavar="MIB",
-    help="Memory of each app in MiB (past it the app is killed and restarted); 0 for no limit. "
-    "[default: 2048]",
-)
-@click.option(
-    "--pids-limit",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="Processes and threads of each app at once; 0 for no limit. [default: 512]",
-)
-@click.option(
-    "--storage-limit",
-    type=click.IntRange(min=0),
-    metavar="MIB",
-    help="Size of each app's storage in MiB (past it writes fail with ENOSPC); 0 for no limit. "
-    "[default: 10240]",
-)
+@limit_options
 @click.option("--build", is_flag=True, help="Build missing container assets first (local base image).")
 @reports_errors
 def run_command(
@@ -318,7 +243,6 @@ def run_command(
     import signal
     from pathlib import Path
 
-    from emulator.device.limits import DEFAULT_MEMORY_MIB, DEFAULT_PIDS, DEFAULT_STORAGE_MIB, Limits
     from emulator.device.options import ApplianceOptions
     from emulator.run import default_mode, run_application
 
@@ -329,7 +253,7 @@ def run_command(
         state_dir=Path(state_dir) if state_dir else None,
         graph=Path(graph) if graph else None,
         override=Path(override) if override else None,
-        cameras=_camera_specs(camera),
+        cameras=camera_specs(camera),
         mode=mode or default_mode(frames),
         network=network,
         aws=aws,
@@ -337,11 +261,7 @@ def run_command(
         hdmi_record=Path(hdmi_record) if hdmi_record else None,
         hdmi_every=hdmi_every,
         quiet_timeout=quiet_timeout,
-        limits=Limits(
-            memory_mib=DEFAULT_MEMORY_MIB if memory_limit is None else memory_limit,
-            pids=DEFAULT_PIDS if pids_limit is None else pids_limit,
-            storage_mib=DEFAULT_STORAGE_MIB if storage_limit is None else storage_limit,
-        ),
+        limits=limits_of(memory_limit=memory_limit, pids_limit=pids_limit, storage_limit=storage_limit),
     )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
@@ -440,6 +360,8 @@ def _echo_status(status: dict[str, Any]) -> None:
     help="A camera node's source: synthetic[:WxH@FPS], a video file, a folder of images, a URL.",
 )
 @serve_mode_options
+@network_option
+@hdmi_out_options
 @click.option(
     "--max-upload-mb",
     type=click.IntRange(min=1),
@@ -458,6 +380,9 @@ def serve_command(
     camera: tuple[str, ...],
     mode: str,
     aws: str,
+    network: str,
+    hdmi_out: str | None,
+    hdmi_every: int | None,
     max_upload_mb: int,
 ) -> None:
     """Serve the device API and the web console for one emulated appliance.
@@ -477,9 +402,12 @@ def serve_command(
     options = ApplianceOptions(
         device=device,
         state_dir=Path(state_dir) if state_dir else None,
-        cameras=_camera_specs(camera),
+        cameras=camera_specs(camera),
         mode=mode,
         aws=aws,
+        network=network,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_every=hdmi_every,
         quiet=True,
     )
     check_bind(host, token)

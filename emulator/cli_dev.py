@@ -11,7 +11,14 @@ import sys
 
 import click
 
-from emulator.cli import _camera_specs, err_console, listen_options, reports_errors, serve_mode_options
+from emulator.cli import err_console, reports_errors
+from emulator.cli_options import (
+    camera_specs,
+    hdmi_out_options,
+    listen_options,
+    network_option,
+    serve_mode_options,
+)
 
 __all__ = ["dev_command", "register", "shell_command"]
 
@@ -31,6 +38,8 @@ __all__ = ["dev_command", "register", "shell_command"]
 @click.option("--state-dir", help="The state directory (default: $PANORAMA_EMULATOR_HOME or the data dir).")
 @listen_options
 @serve_mode_options
+@network_option
+@hdmi_out_options
 @reports_errors
 def dev_command(
     project_dir: str,
@@ -44,6 +53,9 @@ def dev_command(
     token: str | None,
     mode: str,
     aws: str,
+    network: str,
+    hdmi_out: str | None,
+    hdmi_every: int | None,
 ) -> None:
     """Run the app for development: boot it, serve the console and API as `serve`, restart on save.
 
@@ -67,9 +79,12 @@ def dev_command(
         state_dir=Path(state_dir) if state_dir else None,
         graph=Path(graph) if graph else None,
         override=Path(override) if override else None,
-        cameras=_camera_specs(camera),
+        cameras=camera_specs(camera),
         mode=mode,
         aws=aws,
+        network=network,
+        hdmi_out=Path(hdmi_out) if hdmi_out else None,
+        hdmi_every=hdmi_every,
         quiet=True,
     )
     session = DevSession(
@@ -115,16 +130,18 @@ def shell_command(node: str, command: tuple[str, ...], device: str, state_dir: s
     """Open a shell (or run COMMAND) in a node of a running `serve` or `dev`, as `docker run -it` did.
 
     The shell gets the node's root filesystem (read-only, with dev's overlay of the sources), its storage,
-    logs and SDK mounts, environment and hostname, in a sandbox of its own (its own processes and empty
-    temporary paths). Found through the device's state directory, so give the --device and --state-dir the
-    server runs with. Options go before NODE: everything after NODE is the command. The exit status is
-    COMMAND's.
+    logs and SDK mounts, environment and hostname, and the network of the running app (its loopback, its
+    ports), in a sandbox of its own (its own processes and empty temporary paths). Found through the
+    device's state directory, so give the --device and --state-dir the server runs with. Options go before
+    NODE: everything after NODE is the command. The exit status is COMMAND's.
     """
     from pathlib import Path
 
     from emulator.shell import shell_command as make_shell
 
     made = make_shell(node, command, device=device, state_dir=Path(state_dir) if state_dir else None)
+    if made.note:
+        err_console.print(f"shell: {made.note}", markup=False, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -132,7 +149,7 @@ def shell_command(node: str, command: tuple[str, ...], device: str, state_dir: s
     except OSError as error:
         from emulator.errors import SandboxError
 
-        raise SandboxError(f"cannot run bubblewrap ({made.argv[0]}): {error.strerror}") from None
+        raise SandboxError(f"cannot run {made.argv[0]}: {error.strerror}") from None
 
 
 def register(group: click.Group) -> None:

@@ -77,8 +77,9 @@ def snapshot(folder: Path) -> Snapshot:
 def overlay_binds(package_dir: Path, sources: ImageSources, rootfs: Path) -> tuple[tuple[Path, str], ...]:
     """The read-only binds that show a package's sources at their image paths, over the unpacked image.
 
-    A copied folder is bound whole when everything the image holds under its target came from it (new files
-    then show too); otherwise each of its files is bound over the image's copy of it.
+    A copied folder is bound whole when everything the image holds under its target came from it and the
+    build context holds all of it (new files then show too); otherwise each of its files that the build
+    context holds is bound over the image's copy of it, so a file ``.dockerignore`` leaves out stays out.
 
     Args:
         package_dir: the package folder.
@@ -98,9 +99,10 @@ def overlay_binds(package_dir: Path, sources: ImageSources, rootfs: Path) -> tup
             continue
         if not inside.is_dir():
             continue
-        ours = {relative for relative, _ in _files(host)}
+        found = {relative for relative, _ in _files(host)}
+        ours = {relative for relative in found if sources.in_context(copy.source / relative)}
         image = {relative for relative, _ in _files(inside)}
-        if image <= ours:
+        if image <= ours and ours == found:
             binds.append((host, copy.target))
             continue
         for relative in sorted(ours & image):

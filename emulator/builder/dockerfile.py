@@ -1,5 +1,5 @@
-"""Reading a package's Dockerfile: its instructions with line numbers, the base images it names, and the
-instructions that have no effect on the appliance.
+"""Reading a package's Dockerfile: its instructions with line numbers, the base images it names, the ARG and
+ENV variables in force at each instruction, and the instructions that have no effect on the appliance.
 
 The appliance never runs a container from the image: it exports the image's filesystem and starts
 ``descriptor.json``'s entry in it. Instructions that only configure a container (ENV, CMD, ENTRYPOINT, EXPOSE,
@@ -10,7 +10,8 @@ VOLUME, USER, HEALTHCHECK) therefore do nothing at run time, and the build says 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "ignored_instruction_warnings",
     "parse_dockerfile",
     "platform_of",
+    "substitute",
+    "variables_in_force",
 ]
 
 #: Instruction keyword -> why it does nothing on the appliance.
@@ -39,7 +42,10 @@ IGNORED_ON_DEVICE: dict[str, str] = {
 }
 
 _DIRECTIVE = re.compile(r"^#\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
-_ARG_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+# \$ (a literal dollar), ${NAME}, ${NAME:-word}, ${NAME:+word}, $NAME.
+_VARIABLE = re.compile(
+    r"\\(\$)|\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,93 @@ def _from_tokens(instruction: Instruction) -> tuple[str | None, str, str | None]
     return platform, image, alias
 
 
-def _expand_args(value: str, args: dict[str, str]) -> str:
-    return _ARG_VARIABLE.sub(lambda m: args.get(m.group(1) or m.group(2), m.group(0)), value)
+def substitute(value: str, variables: Mapping[str, str]) -> str:
+    """Replace ``$NAME``, ``${NAME}``, ``${NAME:-word}`` and ``${NAME:+word}`` as the builder does.
+
+    A variable that is not known here (one a ``--build-arg`` or the base image's ENV would give) is left as
+    written, so that a path holding it matches nothing rather than a wrong file.
+
+    Args:
+        value: a word of an instruction.
+        variables: the variables in force (``variables_in_force``).
+
+    Returns:
+        The word with the known variables replaced; ``\\$`` becomes ``$``.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        name = match.group(2) or match.group(5)
+        operator, word = match.group(3), match.group(4)
+        current = variables.get(name)
+        if operator == "-":
+            return current if current else word
+        if operator == "+":
+            return word if current else ""
+        return current if current is not None else match.group(0)
+
+    return _VARIABLE.sub(replace, value)
+
+
+def _assignments(arguments: str, legacy: bool) -> list[tuple[str, str | None]]:
+    """``NAME=value`` pairs of an ARG or ENV (``ENV NAME value`` in the legacy form); None: no value."""
+    try:
+        words = shlex.split(arguments, posix=True)
+    except ValueError:
+        words = arguments.split()
+    if legacy and words and "=" not in words[0]:
+        return [(words[0], " ".join(words[1:]))]
+    pairs: list[tuple[str, str | None]] = []
+    for word in words:
+        name, sep, value = word.partition("=")
+        pairs.append((name, value if sep else None))
+    return pairs
+
+
+def variables_in_force(instructions: Sequence[Instruction]) -> list[dict[str, str]]:
+    """The ARG and ENV variables the builder substitutes in each instruction, known from the Dockerfile.
+
+    As the builder scopes them: an ARG before the first FROM is seen by FROM lines, and inside a stage only
+    when the stage declares it again (``ARG NAME``); an ARG or ENV holds from its line to the end of its
+    stage, and ENV wins over an ARG of the same name. Build arguments are not given (neither ``dev`` nor
+    ``build-container`` passes any), so an ARG is its default.
+
+    Args:
+        instructions: the parsed Dockerfile.
+
+    Returns:
+        One mapping per instruction, in order.
+    """
+    global_args: dict[str, str] = {}
+    args: dict[str, str] = {}
+    env: dict[str, str] = {}
+    seen_from = False
+    found: list[dict[str, str]] = []
+    for instruction in instructions:
+        keyword = instruction.keyword
+        if keyword == "FROM":
+            seen_from = True
+            args, env = {}, {}
+            found.append(dict(global_args))
+            continue
+        current = {**args, **env} if seen_from else dict(global_args)
+        found.append(current)
+        if keyword == "ARG":
+            for name, default in _assignments(instruction.arguments, legacy=False):
+                value = substitute(default, current) if default is not None else None
+                if not seen_from:
+                    if value is not None:
+                        global_args[name] = value
+                elif value is not None:
+                    args[name] = value
+                elif name in global_args:
+                    args[name] = global_args[name]
+        elif keyword == "ENV" and seen_from:
+            for name, given in _assignments(instruction.arguments, legacy=True):
+                if given is not None:
+                    env[name] = substitute(given, current)
+    return found
 
 
 def base_images(instructions: Sequence[Instruction]) -> list[str]:
@@ -159,21 +250,13 @@ def base_images(instructions: Sequence[Instruction]) -> list[str]:
     Returns:
         Image references as written (e.g. ``public.ecr.aws/panorama/panorama-application``).
     """
-    args: dict[str, str] = {}
     stages: set[str] = set()
     images: list[str] = []
-    seen_from = False
-    for instruction in instructions:
-        if instruction.keyword == "ARG" and not seen_from:
-            name, _, default = instruction.arguments.partition("=")
-            if default:
-                args[name.strip()] = default.strip().strip("\"'")
-            continue
+    for instruction, variables in zip(instructions, variables_in_force(instructions), strict=True):
         if instruction.keyword != "FROM":
             continue
-        seen_from = True
         _, image, alias = _from_tokens(instruction)
-        image = _expand_args(image, args)
+        image = substitute(image, variables)
         is_stage = image.lower() in stages
         if alias:
             stages.add(alias.lower())

@@ -187,10 +187,9 @@ class Appliance:
 
     @property
     def storage_path(self) -> Path:
-        """Host directory of the app's storage (``/opt/aws/panorama/storage`` inside): while the device is on
-        with a storage quota, the mount of its sized filesystem (``emulator.device.volume``)."""
-        boot = self._boot
-        return boot.volume.path if boot is not None else self.store.storage_dir(self.app)
+        """Host directory of the app's storage (``/opt/aws/panorama/storage`` inside); while the device is on
+        with a storage quota, its sized filesystem is mounted there (``emulator.device.volume``)."""
+        return self.store.storage_dir(self.app)
 
     def logs_path(self, node: str) -> Path:
         """Host directory of a code node's logs (``/opt/aws/panorama/logs`` inside, plus ``console_output``).
@@ -312,10 +311,10 @@ class Appliance:
             with contextlib.ExitStack() as undo:
                 if aws is not None:
                     undo.callback(aws.close)
-                volume = StorageVolume(self.store.storage_dir(self.app), self.options.limits.storage_mib)
-                storage = volume.open()
+                volume = StorageVolume(self.storage_path, self.options.limits.storage_mib)
+                volume.open()
                 undo.callback(volume.close)
-                place = BootPlace.prepare(self.store, self.app, self.options, run_dir, unprivileged, storage)
+                place = BootPlace.prepare(self.store, self.app, self.options, run_dir, unprivileged)
                 runtime = start_runtime(
                     self.plan,
                     run_dir,

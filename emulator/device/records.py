@@ -2,7 +2,9 @@
 
 While a device is on, every code node's sandbox (root filesystem, storage, logs, the SDK, run directory,
 environment, hostname, network mode, capabilities) is recorded in ``<device>/sandboxes/<node>.json``, readable
-by its owner only, in a folder no sandbox can see; the records go at boot and at power off.
+by its owner only, in a folder no sandbox can see; the records go at boot and at power off. Each start of
+the node's sandbox adds the host pid of its init and the identity of its network namespace, so that a shell
+can join the namespace of the sandbox that runs now (and knows when that one has ended).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,14 @@ from emulator.device.sandbox import SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError
 
-__all__ = ["RECORDS_DIR", "clear_sandbox_records", "read_sandbox_record", "record_sandbox"]
+__all__ = [
+    "RECORDS_DIR",
+    "SandboxRecord",
+    "clear_sandbox_records",
+    "read_sandbox_record",
+    "record_sandbox",
+    "record_sandbox_start",
+]
 
 RECORDS_DIR = "sandboxes"
 """The folder of the device's state directory that holds the running nodes' sandbox records."""
@@ -37,6 +47,35 @@ def _encode(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SandboxRecord:
+    """A running node's sandbox as recorded.
+
+    Args:
+        spec: how its sandbox is made.
+        init_pid: host pid of the init of the node's sandbox while it runs; None between its starts (it is
+            restarting, or has stopped) or before the first.
+    """
+
+    spec: SandboxSpec
+    init_pid: int | None = None
+
+
+def _namespace(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def _write(folder: Path, node: str, body: dict[str, Any]) -> None:
+    temporary = folder / f".{node}.json.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as file:
+        json.dump(body, file)
+    os.replace(temporary, folder / f"{node}.json")
+
+
 def record_sandbox(device_root: Path, node: str, spec: SandboxSpec) -> None:
     """Record how a node's sandbox is made, for ``shell`` (readable by the owner only).
 
@@ -47,12 +86,26 @@ def record_sandbox(device_root: Path, node: str, spec: SandboxSpec) -> None:
     """
     folder = device_root / RECORDS_DIR
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    body = {"pid": os.getpid(), "node": node, "spec": _encode(dataclasses.asdict(spec))}
-    temporary = folder / f".{node}.json.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "w") as file:
-        json.dump(body, file)
-    os.replace(temporary, folder / f"{node}.json")
+    _write(folder, node, {"pid": os.getpid(), "node": node, "spec": _encode(dataclasses.asdict(spec))})
+
+
+def record_sandbox_start(device_root: Path, node: str, init_pid: int) -> None:
+    """Add to a node's record the sandbox that has just started: its init's pid and network namespace.
+
+    A record that is gone (the device is powering off) is not made again.
+
+    Args:
+        device_root: the device's state directory.
+        node: the code node.
+        init_pid: host pid of the new sandbox's init.
+    """
+    folder = device_root / RECORDS_DIR
+    try:
+        body = json.loads((folder / f"{node}.json").read_text())
+    except (OSError, ValueError):
+        return
+    body["sandbox"] = {"pid": init_pid, "net": _namespace(init_pid, "net")}
+    _write(folder, node, body)
 
 
 def clear_sandbox_records(device_root: Path) -> None:
@@ -89,7 +142,15 @@ def _decode_spec(raw: dict[str, Any]) -> SandboxSpec:
     return SandboxSpec(**values)
 
 
-def read_sandbox_record(store: DeviceStore, node: str) -> SandboxSpec:
+def _running(raw: Any) -> int | None:
+    """The recorded sandbox init's pid if that sandbox still runs (its pid still has that namespace)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("pid"), int) or not raw.get("net"):
+        return None
+    pid = int(raw["pid"])
+    return pid if _namespace(pid, "net") == raw["net"] else None
+
+
+def read_sandbox_record(store: DeviceStore, node: str) -> SandboxRecord:
     """The sandbox of a node of the device's running application.
 
     Args:
@@ -97,7 +158,7 @@ def read_sandbox_record(store: DeviceStore, node: str) -> SandboxSpec:
         node: the code node.
 
     Returns:
-        Its sandbox, as recorded at its start.
+        Its sandbox, as recorded at its start, with the pid of its init while it runs.
 
     Raises:
         DeviceError: the device is off, has no such node, or the record is unusable.
@@ -116,6 +177,7 @@ def read_sandbox_record(store: DeviceStore, node: str) -> SandboxSpec:
         body = json.loads(path.read_text())
         pid = int(body["pid"])
         spec = _decode_spec(body["spec"])
+        init_pid = _running(body.get("sandbox"))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DeviceError(f"the sandbox record is unusable: {error}", file=str(path), node=node) from None
     if not _alive(pid):
@@ -125,5 +187,5 @@ def read_sandbox_record(store: DeviceStore, node: str) -> SandboxSpec:
         )
     with contextlib.suppress(ValueError):
         spec.rootfs.resolve().relative_to(store.rootfs_root.resolve())
-        return spec
+        return SandboxRecord(spec, init_pid)
     raise DeviceError("the sandbox record names a root filesystem outside the device", file=str(path))

@@ -19,7 +19,7 @@ from emulator.device.limits import Limits
 from emulator.device.netstack import app_resolver
 from emulator.device.network import routed_ports
 from emulator.device.options import ApplianceOptions
-from emulator.device.records import record_sandbox
+from emulator.device.records import record_sandbox, record_sandbox_start
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import ExitRecord, Service
@@ -157,8 +157,6 @@ class BootPlace:
         etc: ``/etc`` files of the device, by path inside.
         unprivileged: the emulator is not root (sandboxes get a user namespace).
         limits: memory and process limits of each app.
-        storage_dir: the host directory bound at ``/opt/aws/panorama/storage`` (the app's storage
-            volume while a quota is in force, else its storage directory).
     """
 
     app: str
@@ -169,25 +167,17 @@ class BootPlace:
     etc: Mapping[str, Path]
     unprivileged: bool
     limits: Limits
-    storage_dir: Path
 
     @classmethod
     def prepare(
-        cls,
-        store: DeviceStore,
-        app: str,
-        options: ApplianceOptions,
-        run_dir: Path,
-        unprivileged: bool,
-        storage_dir: Path,
+        cls, store: DeviceStore, app: str, options: ApplianceOptions, run_dir: Path, unprivileged: bool
     ) -> BootPlace:
         """The place of a boot about to start: the device's ``/etc`` files written for it (with the network
         stack's resolver when the app has a network of its own)."""
         etc = etc_files(store.root, options.device)
         if options.network == "app":
             etc = app_resolver(etc, store.root / "etc")
-        network, limits = options.network, options.limits
-        return cls(app, options.device, network, store, run_dir, etc, unprivileged, limits, storage_dir)
+        return cls(app, options.device, options.network, store, run_dir, etc, unprivileged, options.limits)
 
 
 def node_service(
@@ -201,7 +191,8 @@ def node_service(
 ) -> Service:
     """A code node as a supervised service: each start launches its sandbox afresh.
 
-    How the sandbox is made is recorded in the device's state directory (for ``shell``).
+    How the sandbox is made is recorded in the device's state directory (for ``shell``), and at each start
+    which sandbox runs now.
 
     Args:
         node: the code node.
@@ -236,7 +227,7 @@ def node_service(
         command=command,
         env=env,
         hostname=place.device,
-        storage_dir=place.storage_dir,
+        storage_dir=place.store.storage_dir(place.app),
         logs_dir=logs_dir,
         sdk_dir=runtime.sdk_dir,
         run_dir=place.run_dir,
@@ -251,9 +242,13 @@ def node_service(
 
     def launch() -> LaunchedProcess:
         try:
-            return launcher.launch(spec)
+            process = launcher.launch(spec)
         except EmulatorError as error:
             error.node = error.node or node.name
             raise
+        init_pid = getattr(process, "init_pid", None)
+        if isinstance(init_pid, int):
+            record_sandbox_start(place.store.root, node.name, init_pid)
+        return process
 
     return Service(node.name, launch, logs_dir / CONSOLE_OUTPUT)

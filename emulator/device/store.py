@@ -5,7 +5,7 @@ Layout (one directory per device under the state directory)::
     devices/<device>/assets/<sha>.tar.gz, <sha>.json      verified copies
     devices/<device>/rootfs/<sha>/                        unpacked once, read-only at run time
     devices/<device>/apps/<app>/storage/                  /opt/aws/panorama/storage  (persistent)
-    devices/<device>/apps/<app>/storage.img, storage.volume/   its sized filesystem while on (a quota)
+    devices/<device>/apps/<app>/storage.img               mounted over storage/ while on (a storage quota)
     devices/<device>/apps/<app>/logs/<node>/              /opt/aws/panorama/logs + console_output
     devices/<device>/run/                                 sockets, shared memory; removed at every boot
 
@@ -330,8 +330,8 @@ class DeviceStore:
         Raises:
             DeviceError: something in it cannot be removed.
         """
-        for mountpoint in self.root.glob("apps/*/storage.volume"):
-            unmount_volume(mountpoint)  # left by a killed emulator: its files go, not through the mount
+        for storage in self.root.glob("apps/*/storage"):
+            unmount_volume(storage)  # a volume still mounted: the files beneath go, not through the mount
         remove_tree(self.root)
 
     @staticmethod

@@ -2,11 +2,11 @@
 
 Between boots the app's storage is a plain directory of the state directory (``apps/<app>/storage/``), which
 the developer, the pytest plugin and the HTTP API read. With a quota, each boot makes an ext4 image of the
-quota's size from that directory (``mke2fs -d``, no privilege needed), mounts it with ``fuse2fs`` (FUSE:
-as root and as an ordinary user alike) at ``apps/<app>/storage.volume/``, and the sandboxes bind that
-mount at ``/opt/aws/panorama/storage``: past the quota the app's writes get ENOSPC, as on a full device,
-and nothing else on the host fills. Shutdown and power cut mirror the volume back into the directory,
-unmount it (``fuse2fs`` exits) and delete the image.
+quota's size from that directory (``mke2fs -d``, no privilege needed) and mounts it with ``fuse2fs`` (FUSE:
+as root and as an ordinary user alike) over that same directory, which the sandboxes bind at
+``/opt/aws/panorama/storage``: past the quota the app's writes get ENOSPC, as on a full device, and nothing
+else on the host fills. Shutdown and power cut mirror the volume into the directory beneath it, unmount it
+(``fuse2fs`` exits) and delete the image.
 
 While ``apps/<app>/storage.img`` exists the volume holds the newest storage: an emulator killed outright
 leaves it behind (its ``fuse2fs`` writes what it holds and ends with it), and the next boot first mirrors
@@ -16,6 +16,7 @@ it into the directory (:func:`recover_volume`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -37,9 +38,11 @@ _MOUNT_TRIES = 500
 _LOST_FOUND = "lost+found"
 # fuse2fs in the foreground, so that the unmount waits for its last write; a watcher ends it (SIGTERM: it
 # writes what it holds and unmounts) when the pipe from the emulator closes, however the emulator ends.
+# It mounts over the storage directory, which is not empty: libfuse 2 wants "nonempty" for that, libfuse 3
+# allows it always and knows no such option.
+_FUSE_OPTIONS = ("nonempty", "")
 _MOUNTER = (
-    'exec 3<&0; fuse2fs -f "$1" "$2" -o fsname=panorama-storage & f=$!; '
-    '(read -r _ <&3; kill "$f" 2>/dev/null) & wait "$f"'
+    'exec 3<&0; fuse2fs -f "$1" "$2" ${3:+-o "$3"} & f=$!; (read -r _ <&3; kill "$f" 2>/dev/null) & wait "$f"'
 )
 
 
@@ -124,11 +127,12 @@ def mirror_tree(source: Path, target: Path, skip: frozenset[str] = frozenset(), 
 
 
 class StorageVolume:
-    """The sized filesystem that holds one app's storage during one boot.
+    """The sized filesystem that holds one app's storage during one boot, mounted over the storage directory.
 
     Without a quota (0), or where :func:`volume_support` says no filesystem can be made, it holds nothing:
-    ``open`` only copies back what a killed emulator left in a volume, and the storage directory is used
-    as it is.
+    ``open`` only copies back what a killed emulator left in an image, and the directory is used as it is.
+    The path of the storage never changes: while the volume is open it shows the volume, and a descriptor
+    of the directory opened before the mount reaches the directory beneath, where ``close`` copies back.
 
     Args:
         storage_dir: the app's storage directory (kept between boots).
@@ -139,24 +143,25 @@ class StorageVolume:
         self.storage_dir = storage_dir
         self.quota_mib = quota_mib
         self.image = storage_dir.with_name(storage_dir.name + ".img")
-        self.mountpoint = storage_dir.with_name(storage_dir.name + ".volume")
-        self.path = storage_dir
-        """Where the app's storage is now: the mount point while the volume is open, else the directory."""
         self._process: subprocess.Popen[bytes] | None = None
+        self._beneath: int | None = None
+        self._lock: int | None = None
         self._opened_ns = 0
 
-    def __enter__(self) -> Path:
-        return self.open()
+    def __enter__(self) -> StorageVolume:
+        self.open()
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def open(self) -> Path:
-        """Make the image from the storage directory and mount it.
+    @property
+    def mounted(self) -> bool:
+        """Whether the volume is mounted over the storage directory now."""
+        return self._beneath is not None
 
-        Returns:
-            Where to bind ``/opt/aws/panorama/storage`` from (the mount point, or the storage directory
-            when no volume is made).
+    def open(self) -> None:
+        """Make the image from the storage directory and mount it there.
 
         Raises:
             DeviceError: the storage holds more than the quota, or the image cannot be made or mounted.
@@ -164,7 +169,7 @@ class StorageVolume:
         recover_volume(self.storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         if not self.quota_mib or volume_support() is not None:
-            return self.storage_dir
+            return
         self._opened_ns = (time.time_ns() // 1_000_000_000 - 1) * 1_000_000_000
         owner = f"{os.getuid()}:{os.getgid()}"
         made = subprocess.run(
@@ -189,37 +194,41 @@ class StorageVolume:
             self.image.unlink(missing_ok=True)  # made from the directory just now, which holds it all
             raise
         with contextlib.suppress(OSError):
-            (self.mountpoint / _LOST_FOUND).rmdir()
-        self.path = self.mountpoint
-        return self.mountpoint
+            (self.storage_dir / _LOST_FOUND).rmdir()
 
     def _mount(self) -> None:
-        """Mount the image (it stays whatever happens).
+        """Mount the image over the storage directory (the image stays whatever happens).
 
         Raises:
             DeviceError: ``fuse2fs`` did not mount it.
         """
-        self.mountpoint.mkdir(exist_ok=True)
-        with tempfile.TemporaryFile() as errors:
-            self._process = process = subprocess.Popen(
-                ["sh", "-c", _MOUNTER, "mount", str(self.image), str(self.mountpoint)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
-            for _ in range(_MOUNT_TRIES):
-                if _mounted(self.mountpoint):
-                    return
-                if process.poll() is not None:
-                    break
-                time.sleep(0.01)
-            self._stop()
-            errors.seek(0)
-            detail = errors.read().decode(errors="replace").strip().splitlines() or ["it did not mount"]
-        raise DeviceError(f"{self.mountpoint}: cannot mount the app's storage filesystem: {detail[-1]}")
+        detail = ["it did not mount"]
+        for options in _FUSE_OPTIONS:
+            self._hold()
+            self._beneath = os.open(self.storage_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            with tempfile.TemporaryFile() as errors:
+                self._process = process = subprocess.Popen(
+                    ["sh", "-c", _MOUNTER, "mount", str(self.image), str(self.storage_dir), options],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    start_new_session=True,  # a Ctrl-C or kill of the emulator's group is not its end
+                )
+                for _ in range(_MOUNT_TRIES):
+                    if _mounted(self.storage_dir):
+                        return
+                    if process.poll() is not None:
+                        break
+                    time.sleep(0.01)
+                self._stop()
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace").strip().splitlines() or detail
+            if "nonempty" not in detail[-1]:
+                break
+        raise DeviceError(f"{self.storage_dir}: cannot mount the app's storage filesystem: {detail[-1]}")
 
     def _stop(self) -> None:
-        unmount_volume(self.mountpoint)
+        unmount_volume(self.storage_dir)
         process, self._process = self._process, None
         if process is not None:
             assert process.stdin is not None
@@ -229,30 +238,50 @@ class StorageVolume:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for fd in (self._beneath, self._lock):
+            if fd is not None:
+                os.close(fd)
+        self._beneath = self._lock = None
+
+    def _hold(self) -> None:
+        """Lock the image while it is in use: one emulator at a time mounts an app's storage.
+
+        Raises:
+            DeviceError: another process holds it (the kernel lets go when that process ends).
+        """
+        if self._lock is not None:
+            return
+        fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DeviceError(
+                f"{self.storage_dir}: another emulator has this app's storage mounted (its device is on): "
+                "shut that one down first"
+            ) from None
+        self._lock = fd
 
     def close(self) -> None:
-        """Mirror the volume into the storage directory, unmount it and delete the image (the app's
-        processes have ended). If the mirror fails the image stays, for the next boot to recover.
+        """Copy the volume into the directory beneath it, unmount it and delete the image (the app's
+        processes have ended). If the copy fails the image stays, for the next boot to recover.
 
         Raises:
             DeviceError: a file could not be copied back (it is still in the image).
         """
-        if not self.image.exists():
+        if self._beneath is None:
             return
+        beneath = Path(f"/proc/self/fd/{self._beneath}")
         try:
-            mirror_tree(self.mountpoint, self.storage_dir, frozenset({_LOST_FOUND}), self._opened_ns)
+            mirror_tree(self.storage_dir, beneath, frozenset({_LOST_FOUND}), self._opened_ns)
         except OSError as error:
             self._stop()
-            self.path = self.storage_dir
             raise DeviceError(
                 f"{error.filename or self.storage_dir}: cannot copy the app's storage back from its "
                 f"filesystem ({error.strerror}); it stays in {self.image} until the next boot"
             ) from None
         self._stop()
         self.image.unlink(missing_ok=True)
-        self.path = self.storage_dir
-        with contextlib.suppress(OSError):
-            self.mountpoint.rmdir()
 
 
 def _wait_unused(image: Path) -> None:
@@ -270,29 +299,24 @@ def _wait_unused(image: Path) -> None:
 
 
 def recover_volume(storage_dir: Path) -> bool:
-    """Bring back into ``storage_dir`` the storage a volume still holds because the emulator that mounted it
+    """Bring back into ``storage_dir`` the storage an image still holds because the emulator that mounted it
     ended without closing it (killed outright).
 
     Returns:
-        Whether there was a volume to recover.
+        Whether there was an image to recover.
 
     Raises:
-        DeviceError: the volume cannot be read back.
+        DeviceError: the image cannot be read back (it stays).
     """
     volume = StorageVolume(storage_dir, 0)
     if not volume.image.exists():
         return False
-    log.warning("%s: copying back the storage a volume kept (its emulator did not shut down)", storage_dir)
-    if _mounted(volume.mountpoint):
-        try:
-            mirror_tree(volume.mountpoint, storage_dir, skip=frozenset({_LOST_FOUND}))
-            unmount_volume(volume.mountpoint)
-            volume.image.unlink()
-            return True
-        except OSError:
-            unmount_volume(volume.mountpoint)  # its fuse2fs died or is ending: mount the image again
+    volume._hold()
+    log.warning("%s: copying back what its filesystem kept (its emulator did not shut down)", storage_dir)
+    unmount_volume(storage_dir)  # a fuse2fs that is still ending, or died without unmounting
     _wait_unused(volume.image)
     subprocess.run(["e2fsck", "-p", str(volume.image)], capture_output=True, check=False)
+    volume._opened_ns = 0  # every file is copied: nothing says what changed
     volume._mount()
     volume.close()
     return True

@@ -202,27 +202,35 @@ def test_editing_requirements_rebuilds_the_asset(dev: Dev) -> None:
     assert "edited by the test" in (rootfs / "panorama" / "requirements.txt").read_text()
 
 
-def test_dev_and_shell_commands(dev: Dev) -> None:
-    project = dev.pristine
-    state = public_tmp_dir("pe-e2e-dev-cli-")
+@dataclass
+class DevCommand:
+    """A `panorama-emulator dev` command running, and what it printed so far."""
+
+    process: subprocess.Popen[str]
+    out: list[str]
+    err: list[str]
+    readers: list[threading.Thread]
+
+    def stop(self) -> None:
+        """Ctrl-C, as a developer stops it (the device powers off), then SIGKILL if it is still there."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+        for reader in self.readers:
+            reader.join(timeout=10)
+
+
+def start_dev(project: Path, device: str, state: Path, *flags: str) -> DevCommand:
+    """Run `dev` on the project and wait until it watches the packages, without building anything."""
     process = subprocess.Popen(
-        [
-            CLI,
-            "dev",
-            "--project",
-            str(project),
-            "--device",
-            "dev-cli",
-            "--state-dir",
-            str(state),
-            "--port",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+        [CLI, "dev", "--project", str(project), "--device", device, "--state-dir", str(state), "--port", "0",
+         *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
     out: list[str] = []
     err: list[str] = []
 
@@ -237,10 +245,23 @@ def test_dev_and_shell_commands(dev: Dev) -> None:
     ]
     for reader in readers:
         reader.start()
+    command = DevCommand(process, out, err, readers)
     try:
         wait_for(lambda: any("watching the code packages" in line for line in err) or process.poll(), "dev")
         assert process.poll() is None, "\n".join(err)
         assert not any("rebuilding" in line or "building the missing" in line for line in err)
+    except BaseException:
+        command.stop()
+        raise
+    return command
+
+
+def test_dev_and_shell_commands(dev: Dev) -> None:
+    project = dev.pristine
+    state = public_tmp_dir("pe-e2e-dev-cli-")
+    command = start_dev(project, "dev-cli", state)
+    out, err = command.out, command.err
+    try:
         wait_for(lambda: f"{NODE} | dev-app: v1 first frame" in out, "v1")
         app = project / "packages" / PACKAGE / "src" / "app.py"
         app.write_text(app.read_text().replace('VERSION = "v1"', 'VERSION = "cli"'))
@@ -254,8 +275,8 @@ def test_dev_and_shell_commands(dev: Dev) -> None:
             capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
         )  # fmt: skip
         assert (cat.returncode, cat.stdout.strip()) == (0, "2"), cat.stderr
-        os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=60) in (0, 130)
+        os.killpg(command.process.pid, signal.SIGINT)
+        assert command.process.wait(timeout=60) in (0, 130)
         after = subprocess.run(
             [CLI, "shell", "--device", "dev-cli", "--state-dir", str(state), NODE, "true"],
             capture_output=True,
@@ -264,9 +285,53 @@ def test_dev_and_shell_commands(dev: Dev) -> None:
         )
         assert after.returncode == 1 and "not running" in after.stderr
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-        for reader in readers:
-            reader.join(timeout=10)
+        command.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+NETWORK_PROBE = """
+import socket
+
+
+def network_seen():
+    with open("/proc/net/dev") as file:
+        names = sorted(line.split(":")[0].strip() for line in file.readlines()[2:])
+    try:
+        socket.create_connection(("192.0.2.1", 80), timeout=5).close()
+        return names, "reached"
+    except OSError as error:
+        return names, error.strerror
+
+
+def main():
+    print("dev-app: network", *network_seen(), flush=True)
+"""
+
+
+def test_dev_takes_the_network_and_hdmi_flags_of_run(dev: Dev) -> None:
+    base = public_tmp_dir("pe-e2e-dev-flags-")
+    project = base / "dev-loop"
+    shutil.copytree(dev.pristine, project)
+    app = project / "packages" / PACKAGE / "src" / "app.py"
+    app.write_text(
+        app.read_text()
+        .replace('VERSION = "cli"', 'VERSION = "v1"')
+        .replace("\n\ndef main():\n", NETWORK_PROBE)
+    )
+    hdmi = base / "hdmi"
+    try:
+        command = start_dev(
+            project, "dev-flags", base / "state", "--network", "none", "--hdmi-out", str(hdmi), "--every", "2"
+        )
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    try:
+        wait_for(lambda: f"{NODE} | dev-app: v1 first frame" in command.out, "the first frame")
+        # Network none: a loopback only, and no way out.
+        assert f"{NODE} | dev-app: network ['lo'] Network is unreachable" in command.out, command.out
+        wait_for(lambda: (hdmi / "hdmi-000004.png").is_file(), "every second HDMI screen kept")
+        assert (hdmi / "last.png").is_file() and not (hdmi / "hdmi-000003.png").exists()
+    finally:
+        command.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -75,3 +75,20 @@ def test_base_images_skip_stages_scratch_and_resolve_args() -> None:
     assert base_images(steps) == ["public.ecr.aws/panorama/panorama-application:1.2.0-py3.8", "python:3.8"]
     assert platform_of(parse_dockerfile("FROM a\nFROM --platform=linux/arm64/v8 b\n")) == "linux/arm64/v8"
     assert platform_of(steps) is None
+
+
+def test_variables_are_scoped_and_substituted_as_the_builder_does() -> None:
+    from emulator.builder.dockerfile import substitute, variables_in_force
+
+    steps = parse_dockerfile(
+        "ARG TOP=top\nARG BARE\nFROM base\nARG TOP\nARG DIR=/opt/$TOP\nENV DIR=/env\nENV HOME2 /home two\n"
+        'ENV QUOTED="a b" NEXT=${DIR}/x\nCOPY a b\nFROM other\nCOPY c d\n'
+    )
+    found = variables_in_force(steps)
+    assert found[0] == {} and found[2] == {"TOP": "top"}, "FROM lines see the ARGs before the first FROM"
+    assert found[3] == {} and found[5] == {"TOP": "top", "DIR": "/opt/top"}
+    assert found[8] == {"TOP": "top", "DIR": "/env", "HOME2": "/home two", "QUOTED": "a b", "NEXT": "/env/x"}
+    assert found[10] == {}, "a new stage starts with no ARG or ENV of its own"
+    variables = {"SET": "s", "EMPTY": ""}
+    assert substitute("$SET/${SET}/${EMPTY:-d}/${SET:-d}/${SET:+w}/${EMPTY:+w}|", variables) == "s/s/d/s/w/|"
+    assert substitute("${UNKNOWN}/$UNKNOWN/\\$SET", variables) == "${UNKNOWN}/$UNKNOWN/$SET"

@@ -71,3 +71,17 @@ def test_changed_copies_and_checks_names() -> None:
 def test_negative_limits_fail_where_given() -> None:
     with pytest.raises(DeviceError, match="memory_mib must be 0"):
         Limits(memory_mib=-1)
+
+
+def test_run_serve_and_dev_share_the_network_and_hdmi_flags(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from emulator.cli import main
+
+    for command in ("run", "serve", "dev"):
+        result = CliRunner().invoke(main, [command, "--network", "bridge"])
+        assert result.exit_code == 2, (command, result.output)
+        assert "'bridge' is not one of 'app', 'host', 'none'" in result.output
+        lone = CliRunner().invoke(main, [command, "--project", str(tmp_path), "--every", "2"])
+        assert lone.exit_code == 1, (command, lone.output)
+        assert "needs --hdmi-out" in lone.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from emulator.device.limits import Limits
-from emulator.device.records import RECORDS_DIR, clear_sandbox_records, read_sandbox_record, record_sandbox
+from emulator.device.records import (
+    RECORDS_DIR,
+    SandboxRecord,
+    clear_sandbox_records,
+    read_sandbox_record,
+    record_sandbox,
+    record_sandbox_start,
+)
 from emulator.device.sandbox import SandboxSpec
 from emulator.device.store import DeviceStore
 from emulator.errors import DeviceError
@@ -38,7 +46,7 @@ def test_a_record_reads_back_as_the_same_sandbox(tmp_path: Path) -> None:
     record_sandbox(store.root, "code_node", made)
     path = store.root / RECORDS_DIR / "code_node.json"
     assert path.stat().st_mode & 0o777 == 0o600
-    assert read_sandbox_record(store, "code_node") == made
+    assert read_sandbox_record(store, "code_node") == SandboxRecord(made, None)
     with pytest.raises(DeviceError, match="no such node"):
         read_sandbox_record(store, "other")
     clear_sandbox_records(store.root)
@@ -61,3 +69,25 @@ def test_a_record_of_an_ended_process_or_a_foreign_root_is_refused(tmp_path: Pat
     path.write_text(json.dumps(body))
     with pytest.raises(DeviceError, match="outside the device"):
         read_sandbox_record(store, "code_node")
+
+
+def test_a_started_sandbox_is_named_while_its_namespace_lives(tmp_path: Path) -> None:
+    store = DeviceStore(tmp_path / "state", "dev")
+    made = spec(store, tmp_path)
+    record_sandbox_start(store.root, "code_node", os.getpid())
+    assert not (store.root / RECORDS_DIR).exists(), "a start made a record that was not there"
+    record_sandbox(store.root, "code_node", made)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        record_sandbox_start(store.root, "code_node", sleeper.pid)
+        assert read_sandbox_record(store, "code_node") == SandboxRecord(made, sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Its pid is gone (or, reused, would not hold that namespace): no sandbox runs now.
+    assert read_sandbox_record(store, "code_node") == SandboxRecord(made, None)
+    path = store.root / RECORDS_DIR / "code_node.json"
+    body = json.loads(path.read_text())
+    body["sandbox"] = {"pid": os.getpid(), "net": "net:[1]"}
+    path.write_text(json.dumps(body))
+    assert read_sandbox_record(store, "code_node").init_pid is None
