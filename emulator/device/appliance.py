@@ -21,13 +21,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from emulator.device import arch
-from emulator.device.aws import AwsEndpoint, start_aws
+from emulator.device.aws import start_aws
 from emulator.device.boot_files import count_boot, read_boot_count
 from emulator.device.figures import (
     BootFigures,
@@ -40,11 +39,20 @@ from emulator.device.figures import (
 )
 from emulator.device.limits import limits_in_force
 from emulator.device.log_follower import LogFollower
-from emulator.device.network import PortForwarder, Route, open_routes
+from emulator.device.network import open_routes
 from emulator.device.options import ApplianceOptions
 from emulator.device.records import clear_sandbox_records
 from emulator.device.sandbox import BwrapLauncher, ProcessLauncher, check_user_namespaces
-from emulator.device.services import CONSOLE_OUTPUT, BootPlace, Echo, deploy_assets, exit_line, node_service
+from emulator.device.services import (
+    CONSOLE_OUTPUT,
+    Boot,
+    BootPlace,
+    Echo,
+    camera_sources,
+    deploy_assets,
+    exit_line,
+    node_service,
+)
 from emulator.device.store import DeviceStore
 from emulator.device.supervisor import Supervisor, read_rotated
 from emulator.device.volume import StorageVolume
@@ -53,25 +61,11 @@ from emulator.plan import AppPlan, CodeNodePlan, plan_application
 from emulator.project import Project
 
 if TYPE_CHECKING:
-    from emulator.device.runtime_link import BootRuntime, QuietPoint
+    from emulator.device.runtime_link import QuietPoint
 
 __all__ = ["Appliance"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Boot:
-    """What one boot holds while the appliance is on."""
-
-    number: int
-    started: float
-    supervisor: Supervisor
-    runtime: BootRuntime
-    forwarders: list[PortForwarder]
-    routes: list[Route]
-    volume: StorageVolume
-    aws: AwsEndpoint | None = None
 
 
 class Appliance:
@@ -115,14 +109,7 @@ class Appliance:
         self.project = Project(Path(project_dir))
         self.plan: AppPlan = plan_application(self.project, options.graph, options.override)
         self.store = DeviceStore(options.state_dir, options.device)
-        camera_names = {camera.name for camera in self.plan.cameras}
-        for name in options.cameras:
-            if name not in camera_names:
-                known = ", ".join(sorted(camera_names)) or "none"
-                raise DeviceError(f"no camera node {name!r} in the application (camera nodes: {known})")
-        self.cameras = {
-            camera.name: options.cameras.get(camera.name, "synthetic") for camera in self.plan.cameras
-        }
+        self.cameras = camera_sources(self.plan, options.cameras)
         self.quiet_point: QuietPoint | None = None
         """How the last lockstep ``wait_for_frames`` of this boot ended (None before one)."""
         self.app_ended: str | None = None
@@ -133,8 +120,8 @@ class Appliance:
         self._machines: dict[str, str] = {}  # code node -> its rootfs's CPU (aarch64 runs through qemu-user)
         self._hdmi: Any = None
         self._hdmi_made = False
-        self._boot: _Boot | None = None
-        self._last: _Boot | None = None
+        self._boot: Boot | None = None
+        self._last: Boot | None = None
         self._uptime_last = 0.0
         self._lock = threading.RLock()
         self.limits_line = ""
@@ -345,7 +332,7 @@ class Appliance:
                     process_of=supervisor.process,
                 )
                 undo.pop_all()  # booted: shutdown and power_cut stop it from now on
-            self._boot = _Boot(number, started, supervisor, runtime, forwarders, routes, volume, aws)
+            self._boot = Boot(number, started, supervisor, runtime, forwarders, routes, volume, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -409,7 +396,7 @@ class Appliance:
             error.node = error.node or node
             raise
 
-    def _power_off(self, boot: _Boot) -> None:
+    def _power_off(self, boot: Boot) -> None:
         clear_sandbox_records(self.store.root)
         boot.runtime.stop()
         if boot.aws is not None:
@@ -470,7 +457,7 @@ class Appliance:
                 log.warning("%s", self.quiet_point.note)
         return True
 
-    def _check_boot(self, boot: _Boot) -> None:
+    def _check_boot(self, boot: Boot) -> None:
         self.check()
         if self._boot is not boot:
             raise DeviceError("the appliance was powered off while waiting for frames")
@@ -511,7 +498,7 @@ class Appliance:
             return
         raise DeviceError(exit_line(self.store, self.app, *failure, "its first frame"), node=failure[0])
 
-    def _require_boot(self) -> _Boot:
+    def _require_boot(self) -> Boot:
         boot = self._boot
         if boot is None:
             raise DeviceError("the appliance is off: boot it first")

@@ -22,16 +22,28 @@ from emulator.device.options import ApplianceOptions
 from emulator.device.records import record_sandbox, record_sandbox_start
 from emulator.device.sandbox import DEFAULT_PATH, SDK_MOUNT, LaunchedProcess, ProcessLauncher, SandboxSpec
 from emulator.device.store import DeviceStore
-from emulator.device.supervisor import ExitRecord, Service
-from emulator.errors import AssetError, EmulatorError, ProjectError
+from emulator.device.supervisor import ExitRecord, Service, Supervisor
+from emulator.errors import AssetError, DeviceError, EmulatorError, ProjectError
 from emulator.plan import AppPlan, CodeNodePlan, ModelPlan
 from emulator.project import Project
 
 if TYPE_CHECKING:
     from emulator.device.aws import AwsEndpoint
+    from emulator.device.network import PortForwarder, Route
     from emulator.device.runtime_link import BootRuntime
+    from emulator.device.volume import StorageVolume
 
-__all__ = ["CONSOLE_OUTPUT", "BootPlace", "Echo", "base_env", "deploy_assets", "exit_line", "node_service"]
+__all__ = [
+    "CONSOLE_OUTPUT",
+    "Boot",
+    "BootPlace",
+    "Echo",
+    "base_env",
+    "camera_sources",
+    "deploy_assets",
+    "exit_line",
+    "node_service",
+]
 
 CONSOLE_OUTPUT = "console_output"
 """The file, in a node's log folder, that holds what the node printed."""
@@ -142,6 +154,34 @@ def deploy_assets(
             error.node = error.node or model.name
             raise
     return unpacked, machines
+
+
+def camera_sources(plan: AppPlan, given: Mapping[str, str]) -> dict[str, str]:
+    """Each camera node's source: the one given for it, else ``synthetic``.
+
+    Raises:
+        DeviceError: a source is given for a node that is not a camera node of the application.
+    """
+    names = {camera.name for camera in plan.cameras}
+    for name in given:
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise DeviceError(f"no camera node {name!r} in the application (camera nodes: {known})")
+    return {camera.name: given.get(camera.name, "synthetic") for camera in plan.cameras}
+
+
+@dataclass
+class Boot:
+    """What one boot holds while the appliance is on."""
+
+    number: int
+    started: float
+    supervisor: Supervisor
+    runtime: BootRuntime
+    forwarders: list[PortForwarder]
+    routes: list[Route]
+    volume: StorageVolume
+    aws: AwsEndpoint | None = None
 
 
 @dataclass(frozen=True)
