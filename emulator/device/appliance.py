@@ -286,16 +286,18 @@ class Appliance:
                 check_user_namespaces(launcher.bwrap)
             self.limits_line = limits_in_force(self.options.limits)
             log.info("%s", self.limits_line)
-            number = count_boot(self.store.root)
-            started = time.monotonic()
-            self.quiet_point = None
-            run_dir = self.store.reset_run_dir()
-            clear_sandbox_records(self.store.root)
-            aws = start_aws(self.aws, run_dir, network=self.network)
             # Imported here: the runtime (OpenCV, numpy) is only needed once a device boots.
             from emulator.device.runtime_link import start_runtime
 
             with contextlib.ExitStack() as undo:
+                held = self.store.hold()
+                undo.callback(os.close, held)
+                number = count_boot(self.store.root)
+                started = time.monotonic()
+                self.quiet_point = None
+                run_dir = self.store.reset_run_dir()
+                clear_sandbox_records(self.store.root)
+                aws = start_aws(self.aws, run_dir, network=self.network)
                 if aws is not None:
                     undo.callback(aws.close)
                 volume = StorageVolume(self.storage_path, self.options.limits.storage_mib)
@@ -332,7 +334,7 @@ class Appliance:
                     process_of=supervisor.process,
                 )
                 undo.pop_all()  # booted: shutdown and power_cut stop it from now on
-            self._boot = Boot(number, started, supervisor, runtime, forwarders, routes, volume, aws)
+            self._boot = Boot(number, started, supervisor, runtime, forwarders, routes, volume, held, aws)
             self._last = self._boot
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -403,7 +405,10 @@ class Appliance:
             boot.aws.close()
         self._uptime_last = time.monotonic() - boot.started
         self._boot = None
-        boot.volume.close()
+        try:
+            boot.volume.close()
+        finally:
+            os.close(boot.held)
 
     # --- waiting -----------------------------------------------------------------------------------------
 

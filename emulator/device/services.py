@@ -181,6 +181,8 @@ class Boot:
     forwarders: list[PortForwarder]
     routes: list[Route]
     volume: StorageVolume
+    held: int
+    """The descriptor that holds the device's lock (``DeviceStore.hold``) while it is on."""
     aws: AwsEndpoint | None = None
 
 

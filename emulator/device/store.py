@@ -19,6 +19,7 @@ changes its ctime, and the next install or unpack hashes it again.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -311,6 +312,27 @@ class DeviceStore:
         """
         node = _check_name(node, "node", ProjectError, node=node)
         return self._make(self.app_dir(app) / "logs" / node)
+
+    def hold(self) -> int:
+        """Lock the device for this boot: one emulator at a time has a device on, since a boot resets what a
+        running one uses (run directory, sandbox records, storage).
+
+        Returns:
+            The descriptor holding the lock (closing it lets go; so does the end of the process).
+
+        Raises:
+            DeviceError: the device is on in another emulator, or in another ``Appliance`` of this one.
+        """
+        fd = os.open(self._make(self.root) / ".on", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DeviceError(
+                f"device {self.device!r} is already on in another emulator (state directory "
+                f"{self.state_dir}): shut it down there first, or use another device name"
+            ) from None
+        return fd
 
     def reset_run_dir(self) -> Path:
         """Remove and recreate ``run/`` (sockets, shared memory), as at every boot.

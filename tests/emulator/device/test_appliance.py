@@ -80,6 +80,23 @@ def free_port() -> int:
 # --- boots, storage, temp paths -----------------------------------------------------------------------------
 
 
+def test_a_device_that_is_on_cannot_be_booted_again_elsewhere(
+    boot_counter_project: Path, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    node = "boot_counter_node"
+    with appliance(boot_counter_project, state) as first:
+        wait_for(lambda: "boot-counter:" in first.logs(node), what="the first boot")
+        sockets = sorted(path.name for path in first.store.run_dir.iterdir())
+        second = appliance(boot_counter_project, state)
+        with pytest.raises(DeviceError, match=r"device 'test-device' is already on in another emulator"):
+            second.boot()
+        assert first.status().state == "on" and first.status().nodes[node].state == "running"
+        assert sorted(path.name for path in first.store.run_dir.iterdir()) == sockets
+    with second:  # off there: it boots here
+        wait_for(lambda: second.logs(node).count("boot-counter:") == 2, what="the second boot")
+
+
 def test_storage_survives_boots_and_tmp_does_not(boot_counter_project: Path, state_dir: Path) -> None:
     node = "boot_counter_node"
     first = appliance(boot_counter_project, state_dir)

@@ -261,3 +261,14 @@ def test_remove_deletes_the_device_even_with_read_only_parts(
     store.remove()
     assert not store.root.exists()
     assert asset.exists()
+
+
+def test_one_holder_at_a_time_has_a_device_on(tmp_path: Path) -> None:
+    first = DeviceStore(tmp_path, "shared").hold()
+    try:
+        with pytest.raises(DeviceError, match=r"device 'shared' is already on in another emulator"):
+            DeviceStore(tmp_path, "shared").hold()
+        os.close(DeviceStore(tmp_path, "another").hold())
+    finally:
+        os.close(first)
+    os.close(DeviceStore(tmp_path, "shared").hold())
