@@ -16,7 +16,6 @@ it into the directory (:func:`recover_volume`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -145,7 +144,6 @@ class StorageVolume:
         self.image = storage_dir.with_name(storage_dir.name + ".img")
         self._process: subprocess.Popen[bytes] | None = None
         self._beneath: int | None = None
-        self._lock: int | None = None
         self._opened_ns = 0
 
     def __enter__(self) -> StorageVolume:
@@ -204,7 +202,6 @@ class StorageVolume:
         """
         detail = ["it did not mount"]
         for options in _FUSE_OPTIONS:
-            self._hold()
             self._beneath = os.open(self.storage_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             with tempfile.TemporaryFile() as errors:
                 self._process = process = subprocess.Popen(
@@ -238,29 +235,9 @@ class StorageVolume:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for fd in (self._beneath, self._lock):
-            if fd is not None:
-                os.close(fd)
-        self._beneath = self._lock = None
-
-    def _hold(self) -> None:
-        """Lock the image while it is in use: one emulator at a time mounts an app's storage.
-
-        Raises:
-            DeviceError: another process holds it (the kernel lets go when that process ends).
-        """
-        if self._lock is not None:
-            return
-        fd = os.open(self.image, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DeviceError(
-                f"{self.storage_dir}: another emulator has this app's storage mounted (its device is on): "
-                "shut that one down first"
-            ) from None
-        self._lock = fd
+        beneath, self._beneath = self._beneath, None
+        if beneath is not None:
+            os.close(beneath)
 
     def close(self) -> None:
         """Copy the volume into the directory beneath it, unmount it and delete the image (the app's
@@ -311,7 +288,6 @@ def recover_volume(storage_dir: Path) -> bool:
     volume = StorageVolume(storage_dir, 0)
     if not volume.image.exists():
         return False
-    volume._hold()
     log.warning("%s: copying back what its filesystem kept (its emulator did not shut down)", storage_dir)
     unmount_volume(storage_dir)  # a fuse2fs that is still ending, or died without unmounting
     _wait_unused(volume.image)
