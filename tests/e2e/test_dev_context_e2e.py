@@ -80,10 +80,12 @@ def test_dev_overlays_what_the_build_copies(project: Path) -> None:
         (package / "app.json").write_text('{"threshold": 2}\n')
         wait_for(lambda: len(sees()) == 3, "the saved config")
         assert sees()[-1] == {"files": ["app.py", "conf"], "conf": {"threshold": 2}}
-        wait_for(lambda: kinds().count("restart") == 2, "the restart line of the config")
+        # At least one restart per save: a save can reach the watcher as two events.
+        wait_for(lambda: kinds().count("restart") >= 2, "the restart line of the config")
         assert "rebuild" not in kinds(), session.events
         (package / "src" / "secret.txt").write_text("still not for the image\n")
         wait_for(lambda: "ignored" in kinds(), "the line about the file left out")
         ignored = next(event for event in session.events if event.kind == "ignored")
         assert ignored.files == (f"{PACKAGE}/src/secret.txt",)
-        assert kinds().count("restart") == 2 and "rebuild" not in kinds()
+        restarted = [file for event in session.events if event.kind == "restart" for file in event.files]
+        assert "rebuild" not in kinds() and not any("secret" in file for file in restarted), session.events
