@@ -14,13 +14,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _appliance_helpers import public_tmp_dir
 from _net_probe import probe
 from _sandbox_helpers import make_host_rootfs
 
@@ -64,20 +64,9 @@ def stack_ready() -> None:
 
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pe-net-test-"))
-    path.chmod(0o755)
+    path = public_tmp_dir("pe-net-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def blocked_port() -> Iterator[int]:
-    """A port listening on the host's 127.0.0.1 that no app may reach; it counts who connects."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield int(server.getsockname()[1])
-    server.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -45,16 +44,6 @@ def base() -> Iterator[Path]:
     path = public_tmp_dir("pe-shell-net-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def blocked_port() -> Iterator[int]:
-    """A port listening on the host's 127.0.0.1 that no shell in an app's namespace may reach."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield int(server.getsockname()[1])
-    server.close()
 
 
 def check(report: dict[str, object]) -> None:
